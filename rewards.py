@@ -1,0 +1,268 @@
+"""Rewards of "Spurious Rewards: Rethinking Training Signals in RLVR" (Shao et al., 2025), and the grader.
+
+A reward turns one rollout batch (the responses, their problems' answers and labels, the group size G) into one
+number per response. Ground truth grades the final answer; every other reward here is "spurious": it carries little or
+no information about correctness, and yet the paper finds most of them lift Qwen2.5-Math on MATH-500.
+
+Grading uses math-verify: "070" = 70, 27.0 = 27, \\frac12 = 0.5, x = 5 -> 5, 5 \\text{ cm} -> 5, \\text{(C)} = C.
+math-verify times out with SIGALRM, which works only in a process's main thread, so grading runs in the main thread or
+in worker processes; a parse error or a timeout is a wrong answer, never an exception.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import multiprocessing
+import os
+import random
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from math_verify.errors import TimeoutException
+
+GRADE_TIMEOUT_SECONDS = 2  # per parse and per comparison; math-verify's alarm takes whole seconds
+logging.getLogger("math_verify").setLevel(logging.ERROR)  # it logs every timeout with the whole input
+LABEL_COLUMN = "label"  # the dataset column that the majority and incorrect rewards grade against
+
+# One-shot RL is a dataset of one problem, not a reward: the paper's single training example.
+ONE_SHOT = [
+    {
+        "problem": "The pressure $P$ exerted by wind on a sail varies jointly as the area $A$ of the sail and the cube of "
+        "the wind's velocity $V$. When the velocity is $8$ miles per hour, the pressure on a sail of $2$ square feet is "
+        "$4$ pounds. Find the wind velocity when the pressure on $4$ square feet of sail is $32$ pounds.",
+        "answer": "12.8",
+    }
+]
+
+
+# ---------------------------------------------------------------------------------------------------------- answers
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def extract_answer(response: str) -> str | None:
+    """The content of the last \\boxed{...} or \\fbox{...} (nested braces handled); None where there is none."""
+    for match in reversed(list(_BOX.finditer(response))):
+        depth, start = 1, match.end()
+        for position in range(start, len(response)):
+            depth += {"{": 1, "}": -1}.get(response[position], 0)
+            if depth == 0:
+                return response[start:position]
+    return None  # no box, or only unclosed ones
+
+
+def has_code(response: str) -> bool:
+    """Code reasoning as the paper measures it: "python" appears anywhere in the response, in any case."""
+    return "python" in response.lower()
+
+
+_INTEGER = re.compile(r"-?\d+")
+
+
+def _quick_verdict(answer: str | None, gold: str) -> bool | None:
+    """The verdicts that need no parser (identical strings; two plain integers, "070" = 70); None where unsure."""
+    if answer is None:
+        return None
+    answer, gold = answer.strip(), gold.strip()
+    if answer == gold:
+        return True
+    if _INTEGER.fullmatch(answer) and _INTEGER.fullmatch(gold):
+        return int(answer) == int(gold)
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(gold: str) -> tuple:
+    # Wrapped in a box so that any gold (a bare number, an interval, \text{...}) goes through the LaTeX parser.
+    # Cached: the G responses of a group share their gold.
+    return tuple(parse(f"$\\boxed{{{gold}}}$", [LatexExtractionConfig()], parsing_timeout=GRADE_TIMEOUT_SECONDS))
+
+
+def _math_verify_equal(prediction: str, gold: str) -> bool:
+    try:
+        predicted = parse(prediction, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=GRADE_TIMEOUT_SECONDS)
+        return bool(verify(list(_parse_gold(gold)), predicted, timeout_seconds=GRADE_TIMEOUT_SECONDS))
+    except (Exception, TimeoutException):  # parser errors, RecursionError, timeouts: a wrong answer
+        return False
+
+
+@functools.lru_cache(maxsize=16384)
+def _boxed_answer_equal(answer: str, gold: str) -> bool:
+    return _math_verify_equal(f"\\boxed{{{answer}}}", gold)  # cached: samples of a group often agree
+
+
+def _slow_grade(response: str, gold: str) -> bool:
+    answer = extract_answer(response)
+    return _math_verify_equal(response, gold) if answer is None else _boxed_answer_equal(answer, gold)
+
+
+def grade(response: str, gold: str) -> bool:
+    """Is the response's final answer (its last boxed answer, else math-verify's own extraction) equal to gold?"""
+    return grade_batch([response], [gold])[0]
+
+
+def _slow_grade_all(pairs: list[tuple[str, str]]) -> list[bool]:
+    return [_slow_grade(response, gold) for response, gold in pairs]
+
+
+_pool = None
+
+
+def grade_batch(responses: list[str], golds: list, chunk_size: int = 16) -> list[bool]:
+    """Grade many responses: cheap verdicts here, math-verify in worker processes where there are enough of them.
+
+    math-verify's timeouts use SIGALRM, which works only in a process's main thread: outside it, even one response
+    goes to a worker. Each worker grades in its own main thread; a whole-chunk deadline backs those timeouts up (if
+    it passes, the pool is killed and the unfinished responses count as wrong).
+    """
+    global _pool
+    golds = [str(gold) for gold in golds]
+    verdicts = [_quick_verdict(extract_answer(r), g) for r, g in zip(responses, golds, strict=True)]
+    slow = [i for i, verdict in enumerate(verdicts) if verdict is None]
+    pairs = [(responses[i], golds[i]) for i in slow]
+    workers = min(os.cpu_count() or 1, 8)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and (workers == 1 or len(pairs) <= 2 * chunk_size):
+        slow_verdicts = _slow_grade_all(pairs)
+    else:
+        if _pool is None:
+            # forkserver, not fork: a trainer holds torch and vLLM threads that a fork would copy half-way.
+            _pool = multiprocessing.get_context("forkserver").Pool(workers)
+            atexit.register(_pool.terminate)
+        chunks = [pairs[i : i + chunk_size] for i in range(0, len(pairs), chunk_size)]
+        pending = [_pool.apply_async(_slow_grade_all, (chunk,)) for chunk in chunks]
+        slow_verdicts = []
+        try:
+            for result in pending:
+                slow_verdicts += result.get(timeout=3 * GRADE_TIMEOUT_SECONDS * chunk_size + 30)
+        except multiprocessing.TimeoutError:
+            _pool.terminate()
+            _pool = None
+            slow_verdicts += [False] * (len(pairs) - len(slow_verdicts))
+    for i, verdict in zip(slow, slow_verdicts):
+        verdicts[i] = verdict
+    return verdicts
+
+
+# ---------------------------------------------------------------------------------------------------------- rewards
+@dataclass
+class Rollouts:
+    """What a reward sees: the responses of one step, G consecutive responses per prompt."""
+
+    responses: list[str]
+    answers: list[str]  # each response's problem's dataset answer
+    labels: list[str] | None = None  # each response's problem's `label` column, where the dataset has one
+    group_size: int = 1
+    gamma: float = 0.5  # the random reward's probability of a 1
+    rng: random.Random | None = None  # the random reward's generator: seed it for reproducible runs
+
+
+def ground_truth(rollouts: Rollouts) -> list[float]:
+    """1 if the final answer equals the dataset's answer, else 0."""
+    return [float(v) for v in grade_batch(rollouts.responses, rollouts.answers)]
+
+
+def label_match(rollouts: Rollouts) -> list[float]:
+    """1 if the final answer equals the dataset's `label` (a majority-vote answer; wrong ones only for incorrect)."""
+    return [float(v) for v in grade_batch(rollouts.responses, rollouts.labels)]
+
+
+def random_reward(rollouts: Rollouts) -> list[float]:
+    """1 with probability gamma, independent of the response."""
+    rng = rollouts.rng or random.Random()
+    return [float(rng.random() < rollouts.gamma) for _ in rollouts.responses]
+
+
+def format_reward(rollouts: Rollouts) -> list[float]:
+    """1 if the last \\boxed{} of the response has non-empty content, else 0."""
+    return [float(bool((extract_answer(r) or "").strip())) for r in rollouts.responses]
+
+
+def python_reward(rollouts: Rollouts) -> list[float]:
+    """1 if "python" appears anywhere in the response (any case), else 0."""
+    return [float(has_code(r)) for r in rollouts.responses]
+
+
+def has_repetition(text: str, shortest: int = 10, longest: int = 256, times: int = 10) -> bool:
+    """Does some substring of shortest..longest characters repeat `times` or more times in a row?"""
+    # A unit of length L repeated 10 times in a row is a stretch where text[j] == text[j + L] for 9 * L positions
+    # in a row; one array operation per L, about 7x faster than the regex (.{10,256}?)\1{9,}.
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    for unit in range(shortest, min(longest, len(codes) // times) + 1):
+        stretch = (times - 1) * unit
+        mismatches = np.concatenate(([0], np.cumsum(codes[unit:] != codes[:-unit])))
+        if (mismatches[stretch:] == mismatches[:-stretch]).any():
+            return True
+    return False
+
+
+def no_repetition(rollouts: Rollouts) -> list[float]:
+    """0 if some substring of 10-256 characters repeats 10 or more times in a row, else 1."""
+    return [float(not has_repetition(r)) for r in rollouts.responses]
+
+
+def ttrl(rollouts: Rollouts) -> list[float]:
+    """1 if the final answer equals the most common final answer of its group of G samples, else 0."""
+    answers = [extract_answer(r) for r in rollouts.responses]
+    targets = []
+    for start in range(0, len(answers), rollouts.group_size):
+        group = [a.strip() for a in answers[start : start + rollouts.group_size] if a and a.strip()]
+        vote = Counter(group).most_common(1)[0][0] if group else None
+        targets += [vote] * len(answers[start : start + rollouts.group_size])
+    verdicts = grade_batch(rollouts.responses, [t or "" for t in targets])
+    return [float(v and t is not None) for v, t in zip(verdicts, targets)]
+
+
+REWARDS: dict[str, Callable[[Rollouts], list[float]]] = {
+    "ground_truth": ground_truth,
+    "random": random_reward,
+    "format": format_reward,
+    "incorrect": label_match,
+    "majority": label_match,
+    "python": python_reward,
+    "no_repetition": no_repetition,
+    "ttrl": ttrl,
+}
+NEEDS_LABEL = {"incorrect", "majority"}
+WITHOUT_PYTHON = "_without_python"  # "X without python": reward X, and 0 wherever the response mentions python
+
+
+def reward_names() -> list[str]:
+    return list(REWARDS) + [name + WITHOUT_PYTHON for name in REWARDS if name != "python"]
+
+
+def _split(reward: str) -> tuple[str, bool]:
+    name = "_".join(reward.strip().lower().replace("-", " ").split())  # "format without python" = format_without_python
+    return (name.removesuffix(WITHOUT_PYTHON), True) if name.endswith(WITHOUT_PYTHON) else (name, False)
+
+
+def check_reward(reward: str, gamma: float = 0.5, columns: set[str] | None = None) -> None:
+    """Raise ValueError with a one-line reason if this reward cannot run on a dataset with these columns."""
+    name, _ = _split(reward)
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {reward!r}; choose one of: {', '.join(reward_names())}")
+    if name == "random" and not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"the random reward's gamma must lie in [0, 1], got {gamma}")
+    if name in NEEDS_LABEL and columns is not None and LABEL_COLUMN not in columns:
+        raise ValueError(
+            f"the {name} reward grades against a {LABEL_COLUMN!r} column that this dataset lacks "
+            f"(it has: {', '.join(sorted(columns))}); build one with `python evaluate.py labels`"
+        )
+
+
+def compute_rewards(reward: str, rollouts: Rollouts) -> list[float]:
+    """The rewards of a whole rollout batch under the reward named `reward` (see reward_names())."""
+    check_reward(reward, rollouts.gamma, None if rollouts.labels is None else {LABEL_COLUMN})
+    name, without_python = _split(reward)
+    if name in NEEDS_LABEL and rollouts.labels is None:
+        raise ValueError(f"the {name} reward needs the dataset's {LABEL_COLUMN!r} column")
+    rewards = REWARDS[name](rollouts)
+    if without_python:
+        rewards = [r * (not has_code(response)) for r, response in zip(rewards, rollouts.responses)]
+    return rewards
