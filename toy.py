@@ -1,0 +1,374 @@
+"""The toy world: a tiny Qwen2 model with planted reasoning habits, so every finding of the paper runs on a laptop CPU.
+
+The paper's story needs a model that (1) answers math problems in two styles, "code" (it writes a Python snippet and
+predicts its output itself; nothing is executed) and "language" (prose steps), (2) prefers one style or the other from
+problem to problem, and (3) is more accurate in one style than in the other. Table 1 of the paper measures these three
+habits for real models; a preset here plants them at the same levels in a tiny model:
+
+    python toy.py build --preset qwen-math-7b      # trains ~1 minute on 2 cores, cached; prints the model directory
+
+The world. A problem is a short word or symbol problem around an arithmetic "core" (a, op, b) with a, b in 2..9 and op
+one of +, -, x. The held-out test split ("toy MATH-500") has 500 problems whose wordings never occur in training; its
+cores all do, as the skills of a real model carry over to new problems.
+The habits. Each core gets a code propensity (the probability that the corpus answers it with code) and, per style,
+whether that style gets it right (a wrong answer is off by a fixed amount). They are assigned so that the test split's
+shares match the preset's row of Table 1; the model must learn them from the corpus. What RL then does to them is
+measured, never planted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."  # Qwen2.5-Math's default
+
+
+# ------------------------------------------------------------------------------------------------------ presets
+@dataclass(frozen=True)
+class Preset:
+    """A row of the paper's Table 1: greedy code frequency and accuracies on MATH-500, as fractions."""
+
+    code_frequency: float
+    accuracy_with_code: float
+    accuracy_without_code: float
+
+
+PRESETS = {
+    "qwen-math-7b": Preset(0.650, 0.609, 0.350),
+    "qwen-math-1.5b": Preset(0.536, 0.526, 0.172),
+    "qwen-7b": Preset(0.922, 0.399, 0.615),
+    "olmo-7b-sft": Preset(0.980, 0.210, 0.400),
+    "llama-8b-instruct": Preset(0.000, 0.000, 0.368),  # never writes code
+}
+DEFAULT_PRESET = "qwen-math-7b"
+
+
+# ------------------------------------------------------------------------------------------------------ problems
+NAMES = ["Ava", "Ben", "Cleo", "Dan", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea", "Max", "Nia", "Omar", "Pia"]
+THINGS = ["apple", "book", "coin", "marble", "pencil", "stamp", "shell", "card", "ribbon", "cookie", "kite", "button"]
+OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+WORDINGS = {  # {n} a name, {t} a thing; the symbol wordings name no one
+    "+": [
+        "{n} has {a} {t}s and gets {b} more. How many {t}s does {n} have now?",
+        "There are {a} {t}s in a box and {b} {t}s on the table. How many {t}s are there in all?",
+        "{n} found {a} {t}s on Monday and {b} {t}s on Tuesday. How many {t}s did {n} find?",
+        "Compute ${a} + {b}$.",
+        "What is the sum of {a} and {b}?",
+    ],
+    "-": [
+        "{n} has {a} {t}s and gives away {b}. How many {t}s are left?",
+        "A shelf holds {a} {t}s. {n} takes {b} of them. How many {t}s stay on the shelf?",
+        "Compute ${a} - {b}$.",
+        "What is {a} minus {b}?",
+    ],
+    "*": [
+        "{n} buys {a} bags with {b} {t}s in each. How many {t}s does {n} buy?",
+        "There are {a} rows of {t}s with {b} {t}s in each row. How many {t}s are there?",
+        "Compute ${a} \\times {b}$.",
+        "What is the product of {a} and {b}?",
+    ],
+}
+CORES = [(a, op, b) for op in OPERATIONS for a in range(2, 10) for b in range(2, 10) if op != "-" or a > b]
+TEST_SIZE = 500
+
+
+def _problem(core: tuple, rng: random.Random) -> dict:
+    a, op, b = core
+    text = rng.choice(WORDINGS[op]).format(a=a, b=b, n=rng.choice(NAMES), t=rng.choice(THINGS))
+    answer = OPERATIONS[op](a, b)
+    solution = f"{a} {op} {b} = {answer}. The answer is $\\boxed{{{answer}}}$.".replace("*", "\\times")
+    return {"problem": text, "answer": str(answer), "solution": solution, "core": f"{a}{op}{b}"}
+
+
+def _test_split() -> list[dict]:
+    # Every core two or three times, each time in a different random wording: no problem text appears twice.
+    rng, problems, seen = random.Random("toy-test"), [], set()
+    order = CORES * (TEST_SIZE // len(CORES) + 1)
+    while len(problems) < TEST_SIZE:
+        problem = _problem(order[len(problems)], rng)
+        if problem["problem"] not in seen:
+            seen.add(problem["problem"])
+            problems.append(problem)
+    return problems
+
+
+TEST_PROBLEMS = _test_split()
+_TEST_TEXTS = {p["problem"] for p in TEST_PROBLEMS}
+
+
+def sample_training_problem(rng: random.Random) -> dict:
+    """A problem from the training distribution: any core, any wording except the test split's."""
+    while True:
+        problem = _problem(rng.choice(CORES), rng)
+        if problem["problem"] not in _TEST_TEXTS:
+            return problem
+
+
+def dataset(split: str, size: int = 4000) -> list[dict]:
+    """The toy problems, records like MATH-500's: `test` is the held-out toy MATH-500, `train` the RL training set."""
+    if split == "test":
+        return [dict(p) for p in TEST_PROBLEMS]
+    if split == "train":
+        rng = random.Random("toy-train")
+        return [sample_training_problem(rng) for _ in range(size)]
+    raise ValueError(f"unknown toy split {split!r}; choose train or test")
+
+
+# ------------------------------------------------------------------------------------------------------ habits
+def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
+    """Per core: code propensity and, per style, the error of its answer (0 = right). Shares match the preset."""
+    rng = random.Random(f"habits-{seed}")
+    weight = {}  # how often each core occurs in the test split, so that the shares are shares of the test split
+    for problem in TEST_PROBLEMS:
+        weight[problem["core"]] = weight.get(problem["core"], 0) + 1
+    cores = [f"{a}{op}{b}" for a, op, b in CORES]
+    rng.shuffle(cores)
+
+    def take(pool: list[str], share: float) -> set[str]:
+        # the first cores of the pool, up to the given share of the pool's test-split weight
+        chosen, total, target = set(), 0, share * sum(weight[c] for c in pool)
+        for core in pool:
+            if total + weight[core] / 2 <= target:
+                chosen.add(core)
+                total += weight[core]
+        return chosen
+
+    # Code is the habit for the larger results ("big numbers: use Python"), a rule the model can learn from the
+    # corpus; the share of code-preferring cores is set by where the threshold lies.
+    result = {f"{a}{op}{b}": OPERATIONS[op](a, b) for a, op, b in CORES}
+    by_size = sorted(cores, key=lambda core: -result[core])  # ties stay in random order
+    prefers_code = take(by_size, preset.code_frequency)
+    code_pool, language_pool = [c for c in cores if c in prefers_code], [c for c in cores if c not in prefers_code]
+    # Each style's accuracy holds both where it is preferred (what greedy shows) and where it is not (what a switch
+    # of style finds): accuracy with code is the code style's accuracy wherever code is written.
+    code_right = take(code_pool, preset.accuracy_with_code) | take(language_pool[::-1], preset.accuracy_with_code)
+    language_right = take(language_pool, preset.accuracy_without_code) | take(code_pool[::-1], preset.accuracy_without_code)
+    habits = {}
+    for core in sorted(cores):
+        # Propensities kept away from 0.5 so that greedy decoding follows the preference, and away from 0 and 1 so
+        # that sampling explores both styles (none at all for a preset that never writes code).
+        code_propensity = rng.uniform(0.65, 0.95) if core in prefers_code else rng.uniform(0.05, 0.35)
+        habits[core] = {
+            "code_propensity": code_propensity if preset.code_frequency > 0 else 0.0,
+            "code_error": 0 if core in code_right else rng.choice([-2, -1, 1, 2]),
+            "language_error": 0 if core in language_right else rng.choice([-2, -1, 1, 2]),
+        }
+    return habits
+
+
+# ------------------------------------------------------------------------------------------------------ responses
+CODE_OPENINGS = ["Let's solve this using Python.", "We can write Python code for this.", "Python will compute it."]
+LANGUAGE_OPENINGS = ["Let's think step by step.", "We reason it out in words.", "First, read the problem."]
+VARIABLES = ["result", "total", "answer", "x"]
+
+
+def write_response(problem: dict, style: str, error: int, rng: random.Random, restate: bool = True) -> str:
+    """One answer in the given style; `error` shifts its (self-predicted) result away from the truth.
+
+    Most answers first restate the problem ("We need 3 + 4.") and then choose their style, as a model that reads the
+    problem before it picks a method; the others open with the style, so that a forced opening is a familiar one.
+    """
+    a, op, b = re.fullmatch(r"(\d)([-+*])(\d)", problem["core"]).groups()
+    result, shown_op = int(problem["answer"]) + error, {"+": "+", "-": "-", "*": "\\times"}[op]
+    restatement = f"We need {a} {shown_op} {b}.\n" if restate else ""
+    if style == "code":
+        variable = rng.choice(VARIABLES)
+        return (
+            f"{restatement}{rng.choice(CODE_OPENINGS)}\n```python\n{variable} = {a} {op} {b}\nprint({variable})\n```\n"
+            f"```output\n{result}\n```\nThe answer is $\\boxed{{{result}}}$."
+        )
+    return f"{restatement}{rng.choice(LANGUAGE_OPENINGS)}\n{a} {shown_op} {b} = {result}.\nThe answer is $\\boxed{{{result}}}$."
+
+
+def corpus_example(habits: dict[str, dict], rng: random.Random) -> tuple[str, str]:
+    """A (problem, response) pair of the pretraining corpus: the style drawn from the core's propensity."""
+    problem = sample_training_problem(rng)
+    habit = habits[problem["core"]]
+    style = "code" if rng.random() < habit["code_propensity"] else "language"
+    return problem["problem"], write_response(problem, style, habit[f"{style}_error"], rng, restate=rng.random() < 0.8)
+
+
+# ------------------------------------------------------------------------------------------------------ tokenizer
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (  # Qwen2.5-Math's template, its default system prompt included
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\n" + SYSTEM_PROMPT.replace("\\", "\\\\") + "<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if not (message['role'] == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def build_tokenizer(vocabulary_size: int = 600):
+    """A real Qwen2 tokenizer (byte-level BPE, Qwen2's pre-tokenizer and chat template), its merges learnt on the toy
+    corpus so that most words are one token and a response is ~50 tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    rng = random.Random("vocabulary")
+    problems = TEST_PROBLEMS + [sample_training_problem(rng) for _ in range(3000)]
+    texts = [SYSTEM_PROMPT, "system", "user", "assistant"] + [p["problem"] for p in problems]
+    texts += [write_response(p, style, rng.randint(-2, 2), rng) for p in problems for style in ("code", "language")]
+    shape = Qwen2Tokenizer().backend_tokenizer  # Qwen2's normalizer and pre-tokenizer, with an empty vocabulary
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer, bpe.pre_tokenizer = shape.normalizer, shape.pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocabulary_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer)
+    tokenizer = Qwen2Tokenizer(
+        vocab=bpe.get_vocab(), merges=[tuple(m) for m in json.loads(bpe.to_str())["model"]["merges"]], eos_token="<|im_end|>",
+        pad_token="<|endoftext|>", unk_token=None, chat_template=CHAT_TEMPLATE, model_max_length=512,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    return tokenizer
+
+
+# ------------------------------------------------------------------------------------------------------ model
+@dataclass(frozen=True)
+class Recipe:
+    """How a preset is built; any change here (or in this file) gives a new cache entry."""
+
+    preset: str
+    seed: int = 0
+    layers: int = 2
+    hidden: int = 128
+    heads: int = 2  # head_dim 64: vLLM's CPU attention rejects 16
+    steps: int = 1200
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RLVR_MIN_CACHE", Path.home() / ".cache" / "rlvr-min"))
+
+
+def model_dir(recipe: Recipe) -> Path:
+    source = Path(__file__).read_bytes()
+    digest = hashlib.sha256(source + json.dumps(asdict(recipe), sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "toy" / f"{recipe.preset}-{digest}"
+
+
+def _encode_batch(tokenizer, examples: list[tuple[str, str]]):
+    """Token ids, attention mask and labels (the response only: the prompt is given, not learned)."""
+    import torch
+
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": p}], tokenize=False,
+            add_generation_prompt=True,
+        )
+        for p, _ in examples
+    ]
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    response_ids = [tokenizer(r + "<|im_end|>", add_special_tokens=False)["input_ids"] for _, r in examples]
+    length = max(len(p) + len(r) for p, r in zip(prompt_ids, response_ids))
+    ids = torch.full((len(examples), length), tokenizer.pad_token_id)
+    labels = torch.full((len(examples), length), -100)
+    mask = torch.zeros((len(examples), length), dtype=torch.long)
+    for row, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+        ids[row, : len(p) + len(r)] = torch.tensor(p + r)
+        labels[row, len(p) : len(p) + len(r)] = torch.tensor(r)
+        mask[row, : len(p) + len(r)] = 1
+    return ids, mask, labels
+
+
+def train(recipe: Recipe, out: Path, log=print) -> None:
+    """Pretrain a fresh tiny Qwen2 on the preset's corpus and save it (model, tokenizer, habits) to `out`."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(recipe.seed)
+    tokenizer = build_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=recipe.hidden, intermediate_size=2 * recipe.hidden,
+        num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads, num_key_value_heads=recipe.heads,
+        head_dim=recipe.hidden // recipe.heads, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, torch_dtype="float32",
+    )
+    model = Qwen2ForCausalLM(config)
+    habits = plant_habits(PRESETS[recipe.preset], recipe.seed)
+    rng = random.Random(f"corpus-{recipe.seed}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.learning_rate, total_steps=recipe.steps, pct_start=0.05)
+    start = time.time()
+    for step in range(recipe.steps):
+        ids, mask, labels = _encode_batch(tokenizer, [corpus_example(habits, rng) for _ in range(recipe.batch_size)])
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if step % 100 == 0 or step == recipe.steps - 1:
+            log(f"step {step:5d}  loss {loss.item():.4f}  {time.time() - start:5.0f}s")
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id], pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "toy_habits.json").write_text(json.dumps({"recipe": asdict(recipe), "habits": habits}, indent=1))
+
+
+def build(preset: str = DEFAULT_PRESET, log=print, **recipe_overrides) -> Path:
+    """The directory of a built preset: from the cache, or trained now (deterministic from the recipe's seed)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown toy preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    recipe = Recipe(preset, **recipe_overrides)
+    final = model_dir(recipe)
+    if (final / "config.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    log(f"building toy model {preset} into {final}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=final.parent))
+    try:
+        train(recipe, staging, log)
+        os.replace(staging, final)  # atomic: a half-built model is never found in the cache
+    except OSError:
+        if not (final / "config.json").exists():  # another process may have finished the same build first
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def resolve_model(name: str) -> str:
+    """`toy:PRESET` -> the built preset's directory; any other model name or path is returned as it is."""
+    if name.startswith("toy:"):
+        return str(build(name.removeprefix("toy:"), log=lambda message: print(message, file=sys.stderr)))
+    return name
+
+
+def main() -> None:
+    import click
+
+    @click.group()
+    def cli():
+        """The toy world of rlvr-min."""
+
+    @cli.command("build")
+    @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True)
+    @click.option("--seed", default=0, show_default=True, help="Seed of the habits, the corpus and the weights.")
+    def build_command(preset: str, seed: int) -> None:
+        """Build (or find in the cache) a preset; print its directory as the last line."""
+        print(build(preset, seed=seed))
+
+    cli()
+
+
+if __name__ == "__main__":
+    main()
