@@ -30,6 +30,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import click
+
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."  # Qwen2.5-Math's default
 
 
@@ -143,23 +145,24 @@ def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
                 total += weight[core]
         return chosen
 
-    # Code is the habit for the larger results ("big numbers: use Python"), a rule the model can learn from the
-    # corpus; the share of code-preferring cores is set by where the threshold lies.
-    result = {f"{a}{op}{b}": OPERATIONS[op](a, b) for a, op, b in CORES}
-    by_size = sorted(cores, key=lambda core: -result[core])  # ties stay in random order
-    prefers_code = take(by_size, preset.code_frequency)
+    # Code is the habit for multiplication first, then addition, then subtraction, and within each for the larger
+    # numbers ("big numbers: use Python"): a rule the model can read off the problem. The preset sets where it stops.
+    by_appeal = sorted(cores, key=lambda core: ("-+*".index(core[1]), core[0], core[2]), reverse=True)
+    prefers_code = take(by_appeal, preset.code_frequency)
     code_pool, language_pool = [c for c in cores if c in prefers_code], [c for c in cores if c not in prefers_code]
     # Each style's accuracy holds both where it is preferred (what greedy shows) and where it is not (what a switch
     # of style finds): accuracy with code is the code style's accuracy wherever code is written.
     code_right = take(code_pool, preset.accuracy_with_code) | take(language_pool[::-1], preset.accuracy_with_code)
     language_right = take(language_pool, preset.accuracy_without_code) | take(code_pool[::-1], preset.accuracy_without_code)
     habits = {}
-    for core in sorted(cores):
-        # Propensities kept away from 0.5 so that greedy decoding follows the preference, and away from 0 and 1 so
-        # that sampling explores both styles (none at all for a preset that never writes code).
-        code_propensity = rng.uniform(0.65, 0.95) if core in prefers_code else rng.uniform(0.05, 0.35)
+    for rank, core in enumerate(by_appeal):
+        # The propensity falls smoothly along that order, with a gap at the switch, so that greedy decoding follows
+        # the preference and sampling still explores both styles (none at all for a preset that never writes code).
+        position = rank / (len(by_appeal) - 1)
+        code_propensity = 0.95 - 0.3 * position if core in prefers_code else 0.35 - 0.3 * position
         habits[core] = {
             "code_propensity": code_propensity if preset.code_frequency > 0 else 0.0,
+            "style_share": preset.code_frequency if core in prefers_code else 1 - preset.code_frequency,
             "code_error": 0 if core in code_right else rng.choice([-2, -1, 1, 2]),
             "language_error": 0 if core in language_right else rng.choice([-2, -1, 1, 2]),
         }
@@ -192,8 +195,13 @@ def write_response(problem: dict, style: str, error: int, rng: random.Random, re
 
 def corpus_example(habits: dict[str, dict], rng: random.Random) -> tuple[str, str]:
     """A (problem, response) pair of the pretraining corpus: the style drawn from the core's propensity."""
-    problem = sample_training_problem(rng)
-    habit = habits[problem["core"]]
+    while True:
+        problem = sample_training_problem(rng)
+        habit = habits[problem["core"]]
+        # Cores of the minority style are drawn up to 4x as often, so that a model whose habit is 98% code still sees
+        # enough of its 2% (how often a problem type is seen is not a habit; the propensity per problem is).
+        if rng.random() < min(1.0, 0.25 / habit["style_share"]):
+            break
     style = "code" if rng.random() < habit["code_propensity"] else "language"
     return problem["problem"], write_response(problem, style, habit[f"{style}_error"], rng, restate=rng.random() < 0.8)
 
@@ -353,22 +361,18 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def main() -> None:
-    import click
+@click.group()
+def cli():
+    """The toy world of rlvr-min."""
 
-    @click.group()
-    def cli():
-        """The toy world of rlvr-min."""
 
-    @cli.command("build")
-    @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True)
-    @click.option("--seed", default=0, show_default=True, help="Seed of the habits, the corpus and the weights.")
-    def build_command(preset: str, seed: int) -> None:
-        """Build (or find in the cache) a preset; print its directory as the last line."""
-        print(build(preset, seed=seed))
-
-    cli()
+@cli.command("build")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the habits, the corpus and the weights.")
+def build_command(preset: str, seed: int) -> None:
+    """Build (or find in the cache) a preset; print its directory as the last line."""
+    print(build(preset, seed=seed))
 
 
 if __name__ == "__main__":
-    main()
+    cli()

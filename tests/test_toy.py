@@ -1,0 +1,135 @@
+"""The toy world: problems, a real Qwen2 model and tokenizer, determinism, and calibration to Table 1."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import rewards
+import rlvr_min
+import toy
+from conftest import needs_vllm
+
+
+def test_problems_look_like_math500_and_the_test_split_is_held_out():
+    test, train = toy.dataset("test"), toy.dataset("train")
+    assert len(test) == 500 and len({p["problem"] for p in test}) == 500
+    assert {p["problem"] for p in test}.isdisjoint(p["problem"] for p in train)
+    for problem in test[:50] + train[:50]:
+        assert {"problem", "answer", "solution"} <= set(problem)
+        a, op, b = problem["core"][0], problem["core"][1], problem["core"][2]
+        assert int(problem["answer"]) == toy.OPERATIONS[op](int(a), int(b))
+        assert rewards.grade(problem["solution"], problem["answer"])
+
+
+def test_planted_shares_match_the_preset_on_the_test_split():
+    for name, preset in toy.PRESETS.items():
+        habits = toy.plant_habits(preset)
+        test = toy.dataset("test")
+        code = [habits[p["core"]]["code_propensity"] > 0.5 for p in test]
+        right_code = [habits[p["core"]]["code_error"] == 0 for p, c in zip(test, code) if c]
+        right_language = [habits[p["core"]]["language_error"] == 0 for p, c in zip(test, code) if not c]
+        assert abs(sum(code) / 500 - preset.code_frequency) < 0.02, name
+        if right_code:
+            assert abs(sum(right_code) / len(right_code) - preset.accuracy_with_code) < 0.03, name
+        assert abs(sum(right_language) / len(right_language) - preset.accuracy_without_code) < 0.03, name
+
+
+def test_responses_in_both_styles_are_graded_as_planted():
+    problem = toy.dataset("test")[0]
+    import random
+
+    rng = random.Random(0)
+    for style in ("code", "language"):
+        right = toy.write_response(problem, style, 0, rng)
+        wrong = toy.write_response(problem, style, 1, rng)
+        assert rewards.grade(right, problem["answer"]) and not rewards.grade(wrong, problem["answer"])
+        assert rewards.has_code(right) == (style == "code")
+
+
+def test_built_preset_is_a_real_qwen2_with_chat_template(toy_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(toy_model)
+    tokenizer = AutoTokenizer.from_pretrained(toy_model)
+    assert model.config.model_type == "qwen2" and model.config.head_dim == 64
+    prompt = rlvr_min.prompt_text(tokenizer, "Compute $3 + 4$.")
+    assert prompt.startswith("<|im_start|>system\n" + toy.SYSTEM_PROMPT)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == prompt  # a lossless round trip
+    assert tokenizer.convert_tokens_to_ids("<|im_start|>") == ids[0]
+
+
+def test_build_is_cached_and_prints_its_directory(toy_model, capsys):
+    assert toy.build("qwen-math-7b") == Path(toy_model)  # found in the cache: no rebuild
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(toy.cli, ["build", "--preset", "qwen-math-7b"])
+    assert result.exit_code == 0 and result.output.strip().splitlines()[-1] == toy_model
+    assert toy.resolve_model("toy:qwen-math-7b") == toy_model
+    with pytest.raises(ValueError, match="unknown toy preset 'gpt-5'"):
+        toy.build("gpt-5")
+
+
+def test_building_twice_from_the_same_seed_gives_identical_weights(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    weights = []
+    for attempt in range(2):
+        monkeypatch.setenv("RLVR_MIN_CACHE", str(tmp_path / f"cache{attempt}"))
+        directory = toy.build("qwen-math-1.5b", log=lambda _: None, steps=25)
+        weights.append(load_file(directory / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    other = toy.build("qwen-math-1.5b", log=lambda _: None, steps=25, seed=1)
+    assert not torch.equal(load_file(other / "model.safetensors")["model.embed_tokens.weight"],
+                           weights[0]["model.embed_tokens.weight"])
+
+
+@needs_vllm()
+def test_vllm_and_hf_give_the_same_greedy_answers(toy_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = rlvr_min.Config(model=toy_model, max_prompt_tokens=128, max_new_tokens=96)
+    tokenizer = AutoTokenizer.from_pretrained(toy_model)
+    prompts = [tokenizer(rlvr_min.prompt_text(tokenizer, p["problem"]), add_special_tokens=False)["input_ids"]
+               for p in toy.dataset("test")[:8]]
+    hf = rlvr_min.HFEngine(AutoModelForCausalLM.from_pretrained(toy_model), tokenizer)
+    vllm = rlvr_min.VLLMEngine(toy_model, config, torch.float32)
+    hf_texts = tokenizer.batch_decode(hf.generate(prompts, 1, 0.0, 1.0, 96, seed=0), skip_special_tokens=True)
+    vllm_texts = tokenizer.batch_decode(vllm.generate(prompts, 1, 0.0, 1.0, 96, seed=0), skip_special_tokens=True)
+    assert hf_texts == vllm_texts
+    assert all("\\boxed{" in text for text in hf_texts)
+
+
+def measure(model_dir: str) -> dict:
+    """Table 1's three figures of a model on the toy test split: greedy, one sample, rewards.grade and has_code."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    engine = rlvr_min.HFEngine(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer)
+    test = toy.dataset("test")
+    prompts = [tokenizer(rlvr_min.prompt_text(tokenizer, p["problem"]), add_special_tokens=False)["input_ids"] for p in test]
+    texts = tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, 96, seed=0), skip_special_tokens=True)
+    correct = rewards.grade_batch(texts, [p["answer"] for p in test])
+    code = [rewards.has_code(t) for t in texts]
+    with_code = [c for c, k in zip(correct, code) if k]
+    without_code = [c for c, k in zip(correct, code) if not k]
+    return {
+        "code_frequency": sum(code) / len(code),
+        "accuracy_with_code": sum(with_code) / len(with_code) if with_code else 0.0,
+        "accuracy_without_code": sum(without_code) / len(without_code) if without_code else 0.0,
+    }
+
+
+@pytest.mark.parametrize("preset", list(toy.PRESETS))
+def test_preset_reproduces_its_table_1_row_within_5_points(preset):
+    measured = measure(str(toy.build(preset)))
+    target = toy.PRESETS[preset]
+    print(preset, json.dumps(measured))
+    for figure in ("code_frequency", "accuracy_with_code", "accuracy_without_code"):
+        if figure == "accuracy_with_code" and target.code_frequency == 0:
+            continue  # a model that never writes code has no accuracy with code
+        assert abs(measured[figure] - getattr(target, figure)) <= 0.05, (figure, measured)
