@@ -213,8 +213,10 @@ class VLLMEngine:
                  seed: int) -> list[list[int]]:
         from vllm import SamplingParams
 
+        # No per-request seed: vLLM's CPU build fails on seeded requests whose prefill is split into chunks; the
+        # engine's generator, seeded once with --seed, makes a run repeatable all the same.
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                max_tokens=max_new_tokens, seed=seed)
+                                max_tokens=max_new_tokens)
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         return [list(sample.token_ids) for output in outputs for sample in output.outputs]
 
@@ -318,27 +320,34 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, config: Config, normal
 
 
 # ============================================================================================================ update
-def micro_batches(indices: list[int], size: int) -> list[list[int]]:
-    return [indices[i : i + size] for i in range(0, len(indices), size)]
+def partition(order: list[int], config: Config) -> list[list[list[int]]]:
+    """The shuffled rollouts in mini-batches (one optimizer step each), each in micro-batches (one forward each)."""
+    mini_size = len(order) // config.mini_batches
+    minis = [order[start : start + mini_size] for start in range(0, len(order), mini_size)]
+    return [[mini[i : i + config.micro_batch_size] for i in range(0, len(mini), config.micro_batch_size)] for mini in minis]
 
 
-def update(model, optimizer, batch: dict, config: Config, reference=None) -> dict:
+def rows(batch: dict, indices: list[int], device) -> dict:
+    """Rows of the rollout batch, cut to their longest sequence (right padding: the cut loses nothing)."""
+    width = int(batch["attention"][indices].sum(1).max())
+    return {key: value[indices][:, : width if key in ("ids", "attention") else width - 1].to(device)
+            for key, value in batch.items() if isinstance(value, torch.Tensor) and value.dim() == 2}
+
+
+def update(model, optimizer, batch: dict, config: Config) -> dict:
     """`mini_batches` optimizer steps over the shuffled rollouts; returns the statistics of the whole pass."""
     totals = {"clip_fraction_low": 0.0, "clip_fraction_high": 0.0, "approx_kl": 0.0, "tokens": 0.0}
     grad_norms, skipped = [], 0
-    mini_size = len(batch["order"]) // config.mini_batches
-    for start in range(0, len(batch["order"]), mini_size):
-        mini = batch["order"][start : start + mini_size]
+    for mini in batch["partition"]:
         # token-mean: every token of the mini-batch weighs the same; sequence-mean: every response does
-        normalizer = batch["mask"][mini].sum().item() if config.loss_aggregation == "token-mean" else len(mini)
-        for micro in micro_batches(mini, config.micro_batch_size):
-            ids, attention, mask = (batch[key][micro].to(model.device) for key in ("ids", "attention", "mask"))
-            logprobs = token_logprobs(model, ids, attention)
-            ref_logprobs = batch["ref_logprobs"][micro].to(model.device) if reference is not None else None
-            loss, stats = policy_loss(logprobs, batch["old_logprobs"][micro].to(model.device),
-                                      batch["advantages"][micro, None].to(model.device), mask, config, normalizer,
-                                      ref_logprobs)
-            loss.backward()
+        normalizer = sum(batch["mask"][micro].sum().item() for micro in mini) if config.loss_aggregation == "token-mean" \
+            else sum(len(micro) for micro in mini)
+        for micro in mini:
+            part = rows(batch, micro, model.device)
+            logprobs = token_logprobs(model, part["ids"], part["attention"])
+            loss, stats = policy_loss(logprobs, part["old_logprobs"], batch["advantages"][micro, None].to(model.device),
+                                      part["mask"], config, normalizer, part["ref_logprobs"] if config.kl_coef else None)
+            loss.backward()  # gradients add up over the micro-batches of a mini-batch
             for key in totals:
                 totals[key] += stats[key]
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -385,26 +394,28 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     reward_tensor = torch.tensor(batch_rewards).view(len(problems), config.group_size)
     advantages = grpo_advantages(reward_tensor, config.std_normalize).flatten()
 
-    # 5. old log-probs, recomputed by the training model, in the same micro-batches as the first update
+    # 5. old log-probs, recomputed by the training model, in the very micro-batches of the update (so that rho = 1
+    #    exactly on the first mini-batch)
     started = time.perf_counter()
     sequences = [prompt_ids[i // config.group_size] + response for i, response in enumerate(responses)]
     ids, attention, mask = pad_batch(sequences, [len(r) for r in responses], tokenizer.pad_token_id)
     order = torch.randperm(len(sequences), generator=torch.Generator().manual_seed(config.seed + step)).tolist()
-    old_logprobs, ref_logprobs, entropy = torch.zeros_like(mask), torch.zeros_like(mask), torch.zeros_like(mask)
+    batch = dict(ids=ids, attention=attention, mask=mask, old_logprobs=torch.zeros_like(mask),
+                 ref_logprobs=torch.zeros_like(mask), entropy=torch.zeros_like(mask), advantages=advantages,
+                 partition=partition(order, config))
     with torch.no_grad():
-        for micro in micro_batches(order, config.micro_batch_size):
-            old, ent = token_logprobs(model, ids[micro].to(model.device), attention[micro].to(model.device), True)
-            old_logprobs[micro], entropy[micro] = old.cpu(), ent.cpu()
+        for micro in (micro for mini in batch["partition"] for micro in mini):
+            part = rows(batch, micro, model.device)
+            width = part["mask"].shape[1]
+            old, entropy = token_logprobs(model, part["ids"], part["attention"], with_entropy=True)
+            batch["old_logprobs"][micro, :width], batch["entropy"][micro, :width] = old.cpu(), entropy.cpu()
             if reference is not None:
-                ref_logprobs[micro] = token_logprobs(reference, ids[micro].to(model.device),
-                                                     attention[micro].to(model.device)).cpu()
+                batch["ref_logprobs"][micro, :width] = token_logprobs(reference, part["ids"], part["attention"]).cpu()
     timings["old_logprob_seconds"] = time.perf_counter() - started
 
     # 6. update: mini_batches optimizer steps, then the rollout engine gets the new weights
     started = time.perf_counter()
-    batch = dict(ids=ids, attention=attention, mask=mask, order=order, old_logprobs=old_logprobs,
-                 ref_logprobs=ref_logprobs, advantages=advantages)
-    update_stats = update(model, optimizer, batch, config, reference)
+    update_stats = update(model, optimizer, batch, config)
     engine.sync(model)
     timings["update_seconds"] = time.perf_counter() - started
 
@@ -416,8 +427,8 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
         "accuracy": sum(correct) / len(correct),
         "code_frequency": sum(code) / len(code),
         **update_stats,
-        "entropy": ((entropy * mask).sum() / tokens).item(),
-        "mean_token_prob": ((old_logprobs.exp() * mask).sum() / tokens).item(),
+        "entropy": ((batch["entropy"] * mask).sum() / tokens).item(),
+        "mean_token_prob": ((batch["old_logprobs"].exp() * mask).sum() / tokens).item(),
         "response_length": sum(len(r) for r in responses) / len(responses),
         "zero_advantage_groups": int((reward_tensor.std(dim=1) == 0).sum()),
         **timings,
@@ -462,10 +473,10 @@ def plot_metrics(metrics: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    steps = [m["step"] for m in metrics]
+    trained = [m for m in metrics if "accuracy" in m]  # step 0 holds only the base model's evaluation
     for axis, key, title in zip(axes, ("accuracy", "code_frequency", "reward_mean"),
                                 ("accuracy (ground truth)", "code frequency", "training reward")):
-        axis.plot(steps, [m[key] for m in metrics], label="rollouts (sampled)")
+        axis.plot([m["step"] for m in trained], [m[key] for m in trained], label="rollouts (sampled)")
         if key != "reward_mean":
             evaluated = [m for m in metrics if f"eval_{key}" in m]
             axis.plot([m["step"] for m in evaluated], [m[f"eval_{key}"] for m in evaluated], "o-", label="held-out (greedy)")
@@ -499,11 +510,14 @@ def train(config: Config) -> list[dict]:
                                  weight_decay=config.weight_decay)
     data_rng, reward_rng = random.Random(config.seed), random.Random(config.seed + 1)
     metrics: list[dict] = []
+    if config.eval_every:  # step 0: the base model, before any update
+        metrics.append({"step": 0, **evaluate_greedy(engine, tokenizer, held_out, config.max_new_tokens)})
+        print(f"step    0 | eval acc {metrics[0]['eval_accuracy']:.3f} code {metrics[0]['eval_code_frequency']:.3f}")
     progress = tqdm(range(1, config.steps + 1), desc="GRPO", file=sys.stdout, dynamic_ncols=True)
     for step in progress:
         chosen = [problems[data_rng.randrange(len(problems))] for _ in range(config.prompts_per_step)]
         row = rollout_step(step, chosen, model, tokenizer, engine, optimizer, config, reward_rng, reference)
-        if config.eval_every and (step % config.eval_every == 0 or step == 1 or step == config.steps):
+        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
             row.update(evaluate_greedy(engine, tokenizer, held_out, config.max_new_tokens))
         metrics.append(row)
         write_atomically(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
@@ -555,7 +569,7 @@ def option(name: str, help: str, **kwargs):
 @option("--beta2", "Adam beta2. [default: 0.95]", type=float)
 @option("--weight-decay", "Adam weight decay. [default: 0]", type=float)
 @option("--max-grad-norm", "Gradient-norm clipping. [default: 1.0]", type=float)
-@option("--eval-every", "Greedy held-out evaluation every N steps (and at the first and last); 0: never. [default: 25; toy: 10]", type=int)
+@option("--eval-every", "Greedy held-out evaluation every N steps, before the first and after the last; 0: never. [default: 25; toy: 10]", type=int)
 @option("--save-every", "Checkpoint every N steps (the last step is always saved). [default: 50; toy: 0]", type=int)
 @option("--trust-remote-code/--no-trust-remote-code", "Let transformers run a model's own code. [default: off]")
 def main(**flags):

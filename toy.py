@@ -154,6 +154,8 @@ def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
     # of style finds): accuracy with code is the code style's accuracy wherever code is written.
     code_right = take(code_pool, preset.accuracy_with_code) | take(language_pool[::-1], preset.accuracy_with_code)
     language_right = take(language_pool, preset.accuracy_without_code) | take(code_pool[::-1], preset.accuracy_without_code)
+    boost = {True: min(4.0, max(1.0, 0.25 / max(preset.code_frequency, 1e-9))),
+             False: min(4.0, max(1.0, 0.25 / max(1 - preset.code_frequency, 1e-9)))}
     habits = {}
     for rank, core in enumerate(by_appeal):
         # The propensity falls smoothly along that order, with a gap at the switch, so that greedy decoding follows
@@ -162,7 +164,9 @@ def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
         code_propensity = 0.95 - 0.3 * position if core in prefers_code else 0.35 - 0.3 * position
         habits[core] = {
             "code_propensity": code_propensity if preset.code_frequency > 0 else 0.0,
-            "style_share": preset.code_frequency if core in prefers_code else 1 - preset.code_frequency,
+            # A style preferred on under a quarter of the problems has its problems drawn up to 4x as often, so that
+            # a model with 98% code still learns its 2% (how often a problem is seen is not a habit; its style is).
+            "corpus_weight": boost[core in prefers_code] / max(boost.values()),
             "code_error": 0 if core in code_right else rng.choice([-2, -1, 1, 2]),
             "language_error": 0 if core in language_right else rng.choice([-2, -1, 1, 2]),
         }
@@ -198,9 +202,7 @@ def corpus_example(habits: dict[str, dict], rng: random.Random) -> tuple[str, st
     while True:
         problem = sample_training_problem(rng)
         habit = habits[problem["core"]]
-        # Cores of the minority style are drawn up to 4x as often, so that a model whose habit is 98% code still sees
-        # enough of its 2% (how often a problem type is seen is not a habit; the propensity per problem is).
-        if rng.random() < min(1.0, 0.25 / habit["style_share"]):
+        if rng.random() < habit["corpus_weight"]:
             break
     style = "code" if rng.random() < habit["code_propensity"] else "language"
     return problem["problem"], write_response(problem, style, habit[f"{style}_error"], rng, restate=rng.random() < 0.8)

@@ -57,8 +57,8 @@ def record(problem, correct, code):
 
 
 def test_compare_by_hand(tmp_path):
-    # 6 problems: p1 p2 Lang->Code gaining 1 each, p3 Code->Code gaining 1, p4 Lang->Lang losing 1, p5 Code->Lang 0,
-    # p6 Lang->Lang 0. Total gain 2; shares: Lang->Code 2/2... minus: Lang->Lang -1/2, Code->Code 1/2.
+    # 6 problems: p1 p2 Lang->Code gaining 1 each, p3 Code->Code gaining 1, p4 Lang->Lang losing 1, p5 Code->Lang
+    # staying right, p6 Lang->Lang staying wrong. Total gain 2: shares Lang->Code 2/2, Code->Code 1/2, Lang->Lang -1/2.
     before = [record("p1", False, False), record("p2", False, False), record("p3", False, True), record("p4", True, False),
               record("p5", True, True), record("p6", False, False)]
     after = [record("p1", True, True), record("p2", True, True), record("p3", True, True), record("p4", False, False),
@@ -67,7 +67,7 @@ def test_compare_by_hand(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"responses": after}))
     result = evaluate.strategy_switching({"responses": before}, {"responses": after})
     groups = result["groups"]
-    assert {g: groups[g]["count"] for g in groups} == {"Code->Code": 2, "Code->Lang": 1, "Lang->Code": 2, "Lang->Lang": 2}
+    assert {g: groups[g]["count"] for g in groups} == {"Code->Code": 1, "Code->Lang": 1, "Lang->Code": 2, "Lang->Lang": 2}
     assert groups["Lang->Code"]["share_of_gain"] == pytest.approx(2 / 2)
     assert groups["Code->Code"]["share_of_gain"] == pytest.approx(1 / 2)
     assert groups["Lang->Lang"]["share_of_gain"] == pytest.approx(-1 / 2)

@@ -35,12 +35,13 @@ def test_short_run_writes_everything_and_changes_the_policy(engine, tmp_path, to
     result = run(SHORT + ["--engine", engine, "--reward", "random"], tmp_path)
     assert result.exit_code == 0, result.output
     metrics = read_metrics(tmp_path)
-    assert [m["step"] for m in metrics] == [1, 2]
+    assert [m["step"] for m in metrics] == [0, 1, 2]  # step 0: the base model's evaluation
+    assert set(metrics[0]) == {"step", "eval_accuracy", "eval_code_frequency"}
     required = {"step", "reward_mean", "accuracy", "code_frequency", "clip_fraction", "clip_fraction_low",
                 "clip_fraction_high", "approx_kl", "entropy", "mean_token_prob", "response_length", "step_seconds",
                 "eval_accuracy", "eval_code_frequency"}
     assert required <= set(metrics[-1])
-    for m in metrics:
+    for m in metrics[1:]:
         assert 0 <= m["accuracy"] <= 1 and 0 <= m["code_frequency"] <= 1 and 0 < m["mean_token_prob"] <= 1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["engine"] == engine and config["reward"] == "random" and config["group_size"] == 4
@@ -81,11 +82,13 @@ def test_vllm_generations_follow_the_synced_weights(toy_model):
 
 
 def test_ground_truth_reward_raises_accuracy(tmp_path):
-    # 12 steps of ground-truth GRPO on toy:qwen-math-7b; the held-out greedy accuracy is measured before and after.
-    result = run(["--reward", "ground_truth", "--engine", "hf", "--steps", "12", "--eval-every", "12"], tmp_path)
+    # Toy defaults (32 prompts x 8, 8 updates, lr 1e-4) on toy:qwen-math-7b. Measured on seed 0: held-out greedy
+    # accuracy 0.51 (base) -> 0.70 after 20 steps -> 0.75 after 30 (code use 0.64 -> 0.82); it barely moves in the first 10.
+    result = run(["--reward", "ground_truth", "--engine", "hf", "--steps", "20", "--eval-every", "20"], tmp_path)
     assert result.exit_code == 0, result.output
-    metrics = read_metrics(tmp_path)
-    assert metrics[-1]["eval_accuracy"] > metrics[0]["eval_accuracy"] + 0.03, [m.get("eval_accuracy") for m in metrics]
+    evaluated = [m for m in read_metrics(tmp_path) if "eval_accuracy" in m]
+    assert [m["step"] for m in evaluated] == [0, 20]  # the base model, then after 20 steps
+    assert evaluated[-1]["eval_accuracy"] > evaluated[0]["eval_accuracy"] + 0.08, evaluated
 
 
 # ------------------------------------------------------------------------------------------------- bad input
