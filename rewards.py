@@ -12,12 +12,14 @@ in worker processes; a parse error or a timeout is a wrong answer, never an exce
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import multiprocessing
 import os
 import random
 import re
+import signal
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -27,8 +29,8 @@ import numpy as np
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.errors import TimeoutException
 
-GRADE_TIMEOUT_SECONDS = 2  # per parse and per comparison; math-verify's alarm takes whole seconds
-logging.getLogger("math_verify").setLevel(logging.ERROR)  # it logs every timeout with the whole input
+GRADE_TIMEOUT_SECONDS = 2.0  # per response: parsing and comparing its answer
+logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that its own timeouts are off (ours are on)
 LABEL_COLUMN = "label"  # the dataset column that the majority and incorrect rewards grade against
 
 # One-shot RL is a dataset of one problem, not a reward: the paper's single training example.
@@ -77,17 +79,47 @@ def _quick_verdict(answer: str | None, gold: str) -> bool | None:
     return None
 
 
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Raise TimeoutException in this (main) thread once `seconds` have passed, and again every 0.1 s after that.
+
+    math-verify's own timeouts fire a single SIGALRM; where that lands in a callback that swallows exceptions (a
+    garbage-collection hook, a __del__), the timeout is lost and a pathological input runs on. A repeating timer
+    cannot be lost that way.
+    """
+    armed = True
+
+    def expire(signum, frame):
+        if armed:
+            raise TimeoutException("grading timed out")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.1)
+    try:
+        yield
+    finally:
+        while True:  # a late alarm may interrupt this clean-up itself: then do it again
+            try:
+                armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+                break
+            except TimeoutException:
+                continue
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_gold(gold: str) -> tuple:
     # Wrapped in a box so that any gold (a bare number, an interval, \text{...}) goes through the LaTeX parser.
     # Cached: the G responses of a group share their gold.
-    return tuple(parse(f"$\\boxed{{{gold}}}$", [LatexExtractionConfig()], parsing_timeout=GRADE_TIMEOUT_SECONDS))
+    return tuple(parse(f"$\\boxed{{{gold}}}$", [LatexExtractionConfig()], parsing_timeout=None))
 
 
 def _math_verify_equal(prediction: str, gold: str) -> bool:
     try:
-        predicted = parse(prediction, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=GRADE_TIMEOUT_SECONDS)
-        return bool(verify(list(_parse_gold(gold)), predicted, timeout_seconds=GRADE_TIMEOUT_SECONDS))
+        with _deadline(GRADE_TIMEOUT_SECONDS):  # math-verify's own single-shot alarms are off: see _deadline
+            predicted = parse(prediction, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=None)
+            return bool(verify(list(_parse_gold(gold)), predicted, timeout_seconds=None))
     except (Exception, TimeoutException):  # parser errors, RecursionError, timeouts: a wrong answer
         return False
 
@@ -140,7 +172,7 @@ def grade_batch(responses: list[str], golds: list, chunk_size: int = 16) -> list
         slow_verdicts = []
         try:
             for result in pending:
-                slow_verdicts += result.get(timeout=3 * GRADE_TIMEOUT_SECONDS * chunk_size + 30)
+                slow_verdicts += result.get(timeout=GRADE_TIMEOUT_SECONDS * chunk_size + 30)
         except multiprocessing.TimeoutError:
             _pool.terminate()
             _pool = None

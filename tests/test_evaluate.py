@@ -79,19 +79,41 @@ def test_compare_by_hand(tmp_path):
 
 
 def test_majority_labels_match_a_direct_count(toy_model, tmp_path):
+    from collections import Counter
+
+    import rlvr_min
+
     out = tmp_path / "labels.jsonl"
-    result = invoke(["labels", "--model", toy_model, "--dataset", "toy", "--samples", "8", "--limit", "20", "--engine", "hf",
+    result = invoke(["labels", "--model", toy_model, "--dataset", "toy", "--samples", "8", "--limit", "12", "--engine", "hf",
                      "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert 0 < len(rows) <= 20
-    for row in rows:
-        assert 1 <= row["label_votes"] <= 8 and row["label_samples"] == 8
-    # the same texts, counted here directly
-    problems = toy.dataset("train")[:20]
-    texts = ["\\boxed{3}", "\\boxed{3}", "\\boxed{4}", "none"] + ["\\boxed{5}"] * 4
-    made = evaluate.majority_labels(problems[:2], texts, 4, incorrect_only=False)
-    assert [r["label"] for r in made] == ["3", "5"] and [r["label_votes"] for r in made] == [2, 4]
+    # the same samples (same seed), counted here directly
+    config = rlvr_min.Config(model=toy_model, engine="hf", max_new_tokens=96, max_prompt_tokens=128)
+    problems = toy.dataset("train")[:12]
+    texts = evaluate.generate_responses(config, problems, 8, 1.0, rlvr_min.SYSTEM_PROMPT, "")
+    expected = []
+    for i, problem in enumerate(problems):
+        counts = Counter(a.strip() for a in map(rewards.extract_answer, texts[i * 8 : (i + 1) * 8]) if a and a.strip())
+        if counts:
+            expected.append((problem["problem"], counts.most_common(1)[0][0], counts.most_common(1)[0][1]))
+    assert [(r["problem"], r["label"], r["label_votes"]) for r in rows] == expected
+    assert len(expected) == 12 and len({label for _, label, _ in expected}) > 1
+
+
+def test_checkpoints_of_a_run_are_evaluated_and_plotted(tmp_path):
+    import rlvr_min
+
+    run_dir = tmp_path / "run"
+    args = ["--steps", "2", "--prompts-per-step", "8", "--group-size", "4", "--mini-batches", "4", "--max-new-tokens", "64",
+            "--eval-every", "0", "--save-every", "1", "--engine", "hf", "--out", str(run_dir)]
+    assert CliRunner().invoke(rlvr_min.main, args, catch_exceptions=False).exit_code == 0
+    result = invoke(["checkpoints", str(run_dir), "--engine", "hf", "--limit", "50"])
+    assert result.exit_code == 0, result.output
+    points = json.loads((run_dir / "checkpoints.json").read_text())
+    assert [p["step"] for p in points] == [0, 1, 2]
+    assert all(0 <= p["accuracy"] <= 1 and 0 <= p["code_frequency"] <= 1 for p in points)
+    assert (run_dir / "checkpoints.png").stat().st_size > 1000
 
 
 def test_incorrect_filter_keeps_only_wrong_labels():

@@ -118,7 +118,7 @@ def test_grade_never_raises_and_respects_the_timeout(response, gold):
     start = time.perf_counter()
     assert grade(response, gold) in (True, False)
     # a parse and each comparison are bounded by the timeout; a handful of comparisons at most
-    assert time.perf_counter() - start < 6 * rewards.GRADE_TIMEOUT_SECONDS
+    assert time.perf_counter() - start < 2 * rewards.GRADE_TIMEOUT_SECONDS + 1
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_grade_never_raises_and_respects_the_timeout(response, gold):
 def test_pathological_inputs_are_wrong_and_bounded(response):
     start = time.perf_counter()
     assert grade(response, "5") is False
-    assert time.perf_counter() - start < 6 * rewards.GRADE_TIMEOUT_SECONDS
+    assert time.perf_counter() - start < 2 * rewards.GRADE_TIMEOUT_SECONDS + 1
 
 
 # ------------------------------------------------------------------------------------------------- rewards

@@ -111,6 +111,13 @@ def test_bad_input_fails_with_one_clear_line(args, message, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_vllm_engine_without_vllm_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(rlvr_min, "vllm_installed", lambda: False)
+    result = CliRunner().invoke(rlvr_min.main, ["--engine", "vllm", "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "--engine vllm needs vLLM" in result.output
+    assert rlvr_min.choose_engine(rlvr_min.Config(engine="auto")) == "hf"
+
+
 def test_dataset_errors_name_the_file_and_line(tmp_path):
     data = tmp_path / "data.jsonl"
     data.write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?"}\n')

@@ -30,10 +30,11 @@ def test_planted_shares_match_the_preset_on_the_test_split():
         code = [habits[p["core"]]["code_propensity"] > 0.5 for p in test]
         right_code = [habits[p["core"]]["code_error"] == 0 for p, c in zip(test, code) if c]
         right_language = [habits[p["core"]]["language_error"] == 0 for p, c in zip(test, code) if not c]
+        # within 2 points, plus the granularity of one problem (olmo-7b-sft prefers language on only 9 of 500)
         assert abs(sum(code) / 500 - preset.code_frequency) < 0.02, name
         if right_code:
-            assert abs(sum(right_code) / len(right_code) - preset.accuracy_with_code) < 0.03, name
-        assert abs(sum(right_language) / len(right_language) - preset.accuracy_without_code) < 0.03, name
+            assert abs(sum(right_code) / len(right_code) - preset.accuracy_with_code) < 0.02 + 1 / len(right_code), name
+        assert abs(sum(right_language) / len(right_language) - preset.accuracy_without_code) < 0.02 + 1 / len(right_language), name
 
 
 def test_responses_in_both_styles_are_graded_as_planted():
