@@ -39,15 +39,8 @@ def load_benchmark(name: str, data_dir: str | None) -> tuple[list[dict], int, fl
     if name in BENCHMARKS:
         hub_id, split, samples, temperature = BENCHMARKS[name]
         local = Path(data_dir) / LOCAL_NAMES[name] if data_dir and name in LOCAL_NAMES else None
-        if name == "toy":
-            return toy.dataset("test"), samples, temperature
-        if local is not None and local.exists():
-            return rlvr_min.load_problems(str(local)), samples, temperature
-        import datasets
-
-        rows = [dict(row) for row in datasets.load_dataset(hub_id, split=split)]
-        return [{**row, "problem": row.get("problem", row.get("Problem")), "answer": str(row.get("answer", row.get("Answer")))}
-                for row in rows], samples, temperature
+        source = "toy" if name == "toy" else str(local) if local is not None and local.exists() else hub_id
+        return rlvr_min.load_problems(source, split), samples, temperature
     if name.endswith((".jsonl", ".json")) or os.path.exists(name):
         return rlvr_min.load_problems(name), 1, 0.0
     raise click.BadParameter(f"unknown dataset {name!r}; choose {', '.join(BENCHMARKS)} or a .jsonl file")

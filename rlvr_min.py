@@ -123,7 +123,8 @@ def vllm_installed() -> bool:
 
 # ============================================================================================================ data
 def load_problems(name: str, split: str = "train") -> list[dict]:
-    """Problems with at least `problem` and `answer`: toy, one_shot, a local .jsonl file, or a hub dataset id."""
+    """Problems with at least `problem` and `answer`: toy, one_shot, a local .jsonl file, or a hub dataset id (its
+    `split`; MATH-500's only split is test)."""
     if name == "toy":
         return toy.dataset(split)
     if name == "one_shot":
@@ -147,7 +148,7 @@ def load_problems(name: str, split: str = "train") -> list[dict]:
     else:
         import datasets
 
-        rows = [dict(row) for row in datasets.load_dataset(name, split="test" if "MATH-500" in name else "train")]
+        rows = [dict(row) for row in datasets.load_dataset(name, split=split)]
         missing = [field for field in ("problem", "answer") if rows and field not in rows[0]]
         if missing:
             raise click.BadParameter(f"dataset {name} lacks the field(s) {', '.join(missing)}")

@@ -146,3 +146,17 @@ def test_empty_dataset(tmp_path):
     data.write_text("\n")
     result = CliRunner().invoke(evaluate.cli, ["--dataset", str(data)])
     assert result.exit_code != 0 and "is empty" in result.output
+
+
+@pytest.mark.parametrize("name, samples", [("math500", 1), ("amc", 8)])
+def test_benchmarks_follow_the_paper_protocol_from_a_local_copy(name, samples, toy_model, tmp_path):
+    from conftest import SHARED_DATA, load_shared
+
+    load_shared("math500.jsonl")  # skips politely where ../shared/data is absent
+    out = tmp_path / "result.json"
+    result = invoke(["--model", toy_model, "--dataset", name, "--data-dir", str(SHARED_DATA), "--limit", "3",
+                     "--engine", "hf", "--max-new-tokens", "32", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["n"] == 3 and saved["samples_per_problem"] == samples and len(saved["responses"]) == 3 * samples
+    assert f"pass_at_{samples}" in saved and "accuracy" in result.output
