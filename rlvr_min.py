@@ -30,7 +30,6 @@ from pathlib import Path
 
 import click
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import rewards
@@ -235,7 +234,7 @@ def choose_engine(config: Config) -> str:
 
 
 def load_policy(config: Config):
-    """Model, tokenizer and the engine that generates with them; the model directory for vLLM and checkpoints."""
+    """The policy model (fp32, trained), its tokenizer, and the engine that generates with its weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = toy.resolve_model(config.model)
