@@ -50,8 +50,7 @@ def generate_responses(config: rlvr_min.Config, problems: list[dict], samples: i
                        system: str, prefix: str) -> list[str]:
     """`samples` responses per problem (grouped), through rlvr_min's engine; a prefix is part of the response."""
     model, tokenizer, engine = rlvr_min.load_policy(config)
-    prompts = [tokenizer(rlvr_min.prompt_text(tokenizer, p["problem"], system, prefix), add_special_tokens=False)["input_ids"]
-               for p in problems]
+    prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in problems], system, prefix)
     outputs = engine.generate(prompts, samples, temperature, 1.0, config.max_new_tokens, seed=config.seed)
     return [prefix + text for text in tokenizer.batch_decode(outputs, skip_special_tokens=True)]
 

@@ -194,10 +194,15 @@ class Rollouts:
     gamma: float = 0.5  # the random reward's probability of a 1
     rng: random.Random | None = None  # the random reward's generator: seed it for reproducible runs
 
+    @functools.cached_property
+    def correct(self) -> list[bool]:
+        """Each response graded against its problem's answer (computed once: rewards and logs both need it)."""
+        return grade_batch(self.responses, self.answers)
+
 
 def ground_truth(rollouts: Rollouts) -> list[float]:
     """1 if the final answer equals the dataset's answer, else 0."""
-    return [float(v) for v in grade_batch(rollouts.responses, rollouts.answers)]
+    return [float(v) for v in rollouts.correct]
 
 
 def label_match(rollouts: Rollouts) -> list[float]:

@@ -164,6 +164,13 @@ def prompt_text(tokenizer, problem: str, system: str = SYSTEM_PROMPT, prefix: st
     return f"{problem}\n{system}\n{prefix}"
 
 
+def encode_prompts(tokenizer, problems: list[str], system: str = SYSTEM_PROMPT, prefix: str = "",
+                   max_tokens: int | None = None) -> list[list[int]]:
+    """Token ids of each problem's prompt (longer than max_tokens: its end is kept, where the question is)."""
+    prompts = [tokenizer(prompt_text(tokenizer, p, system, prefix), add_special_tokens=False)["input_ids"] for p in problems]
+    return [ids[-max_tokens:] for ids in prompts] if max_tokens else prompts
+
+
 # ============================================================================================================ rollout
 class HFEngine:
     """Generation with transformers' `generate` on the training model itself: nothing to sync."""
@@ -371,8 +378,7 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     timings = {}
     started = time.perf_counter()
     # 1. data: the step's prompts, as token ids
-    prompt_ids = [tokenizer(prompt_text(tokenizer, p["problem"]), add_special_tokens=False)["input_ids"][-config.max_prompt_tokens:]
-                  for p in problems]
+    prompt_ids = encode_prompts(tokenizer, [p["problem"] for p in problems], max_tokens=config.max_prompt_tokens)
 
     # 2. rollout: G samples per prompt; the same seed gives the same samples
     responses = engine.generate(prompt_ids, config.group_size, config.temperature, config.top_p, config.max_new_tokens,
@@ -384,9 +390,10 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     started = time.perf_counter()
     per_sample = [p for p in problems for _ in range(config.group_size)]
     labels = [str(p[rewards.LABEL_COLUMN]) for p in per_sample] if rewards.LABEL_COLUMN in problems[0] else None
-    batch_rewards = rewards.compute_rewards(config.reward, rewards.Rollouts(
-        texts, [str(p["answer"]) for p in per_sample], labels, config.group_size, config.gamma, reward_rng))
-    correct = rewards.grade_batch(texts, [p["answer"] for p in per_sample])
+    rollouts = rewards.Rollouts(texts, [str(p["answer"]) for p in per_sample], labels, config.group_size, config.gamma,
+                                reward_rng)
+    batch_rewards = rewards.compute_rewards(config.reward, rollouts)
+    correct = rollouts.correct  # graded once, whether or not the reward is ground truth
     code = [rewards.has_code(text) for text in texts]
     timings["reward_seconds"] = time.perf_counter() - started
 
@@ -438,7 +445,7 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
 
 def evaluate_greedy(engine, tokenizer, problems: list[dict], max_new_tokens: int) -> dict:
     """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol)."""
-    prompts = [tokenizer(prompt_text(tokenizer, p["problem"]), add_special_tokens=False)["input_ids"] for p in problems]
+    prompts = encode_prompts(tokenizer, [p["problem"] for p in problems])
     texts = tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, max_new_tokens, seed=0), skip_special_tokens=True)
     correct = rewards.grade_batch(texts, [p["answer"] for p in problems])
     return {"eval_accuracy": sum(correct) / len(correct),

@@ -68,8 +68,7 @@ def test_vllm_generations_follow_the_synced_weights(toy_model):
     tokenizer = AutoTokenizer.from_pretrained(toy_model)
     model = AutoModelForCausalLM.from_pretrained(toy_model)
     hf, vllm = rlvr_min.HFEngine(model, tokenizer), rlvr_min.VLLMEngine(toy_model, rlvr_min.Config(max_prompt_tokens=128, max_new_tokens=64), torch.float32)
-    prompts = [tokenizer(rlvr_min.prompt_text(tokenizer, p["problem"]), add_special_tokens=False)["input_ids"]
-               for p in toy.dataset("test")[:16]]
+    prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in toy.dataset("test")[:16]])
     greedy = lambda engine: engine.generate(prompts, 1, 0.0, 1.0, 64, seed=0)
     before = greedy(vllm)
     with torch.no_grad():  # a large change of the weights: the answers change

@@ -95,8 +95,7 @@ def test_vllm_and_hf_give_the_same_greedy_answers(toy_model):
 
     config = rlvr_min.Config(model=toy_model, max_prompt_tokens=128, max_new_tokens=96)
     tokenizer = AutoTokenizer.from_pretrained(toy_model)
-    prompts = [tokenizer(rlvr_min.prompt_text(tokenizer, p["problem"]), add_special_tokens=False)["input_ids"]
-               for p in toy.dataset("test")[:8]]
+    prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in toy.dataset("test")[:8]])
     hf = rlvr_min.HFEngine(AutoModelForCausalLM.from_pretrained(toy_model), tokenizer)
     vllm = rlvr_min.VLLMEngine(toy_model, config, torch.float32)
     hf_texts = tokenizer.batch_decode(hf.generate(prompts, 1, 0.0, 1.0, 96, seed=0), skip_special_tokens=True)
@@ -112,7 +111,7 @@ def measure(model_dir: str) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     engine = rlvr_min.HFEngine(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer)
     test = toy.dataset("test")
-    prompts = [tokenizer(rlvr_min.prompt_text(tokenizer, p["problem"]), add_special_tokens=False)["input_ids"] for p in test]
+    prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in test])
     texts = tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, 96, seed=0), skip_special_tokens=True)
     correct = rewards.grade_batch(texts, [p["answer"] for p in test])
     code = [rewards.has_code(t) for t in texts]
