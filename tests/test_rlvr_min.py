@@ -1,6 +1,10 @@
 """The GRPO loop end to end on the toy world, the CLI, and its errors."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,37 +95,69 @@ def test_ground_truth_reward_raises_accuracy(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--reward", "accuracy"], "unknown reward 'accuracy'"),
-        (["--reward", "random", "--gamma", "1.5"], "gamma must lie in [0, 1]"),
-        (["--reward", "majority"], "'label' column"),
-        (["--model", "/nonexistent/model"], "has no config.json"),
-        (["--mini-batches", "3"], "does not divide the rollout batch"),
-        (["--group-size", "1", "--mini-batches", "1"], "at least 2"),
-        (["--dataset", "/nonexistent/data.jsonl"], "does not exist"),
-    ],
-)
+# One case per row of the README's "Bad input" table: the flags ({tmp} is a scratch directory holding the files below)
+# and the start of the one line the user sees.
+FILES = {
+    "no_answer.jsonl": '{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?"}\n',
+    "not_json.jsonl": '{"problem": "1+1?", "answer": "2"}\nproblem: 2+2\n',
+    "empty.jsonl": "\n",
+    "run/config.json": json.dumps({"model": "toy:qwen-math-7b", "dataset": "toy", "eval_dataset": "toy"}),
+}
+BAD_INPUT = [
+    (["--reward", "accuracy"], "unknown reward 'accuracy'"),
+    (["--reward", "random", "--gamma", "1.5"], "gamma must lie in [0, 1]"),
+    (["--reward", "majority"], "'label' column"),
+    (["--model", "{tmp}/nowhere"], "model path {tmp}/nowhere has no config.json"),
+    (["--model", "toy:gpt-5"], "unknown toy preset 'gpt-5'"),
+    (["--dataset", "{tmp}/missing.jsonl"], "dataset file {tmp}/missing.jsonl does not exist"),
+    (["--dataset", "{tmp}/no_answer.jsonl"], "{tmp}/no_answer.jsonl, line 2: missing field answer"),
+    (["--dataset", "{tmp}/not_json.jsonl"], "{tmp}/not_json.jsonl, line 2: not JSON"),
+    (["--dataset", "{tmp}/empty.jsonl"], "dataset {tmp}/empty.jsonl is empty"),
+    (["--mini-batches", "3"], "--mini-batches 3 does not divide the rollout batch"),
+    (["--group-size", "1", "--mini-batches", "1"], "--group-size must be at least 2"),
+    (["--vllm-sleep"], "--vllm-sleep needs a GPU"),
+    (["--resume", "{tmp}/missing-run"], "--resume {tmp}/missing-run: no config.json there"),
+    (["--resume", "{tmp}/run"], "--resume {tmp}/run: no checkpoint there yet"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUT)
 def test_bad_input_fails_with_one_clear_line(args, message, tmp_path):
-    result = CliRunner().invoke(rlvr_min.main, args + ["--out", str(tmp_path / "run")])
-    assert result.exit_code != 0
-    assert message in result.output
+    for name, text in FILES.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    result = CliRunner().invoke(rlvr_min.main, args + ([] if "--resume" in args else ["--out", str(tmp_path / "out")]))
+    assert result.exit_code == 2, result.output  # click's usage-error code
+    [error] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert message.replace("{tmp}", str(tmp_path)) in error
     assert "Traceback" not in result.output
 
 
 def test_vllm_engine_without_vllm_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setattr(rlvr_min, "vllm_installed", lambda: False)
     result = CliRunner().invoke(rlvr_min.main, ["--engine", "vllm", "--out", str(tmp_path / "run")])
-    assert result.exit_code != 0 and "--engine vllm needs vLLM" in result.output
+    assert result.exit_code == 2 and "Error: --engine vllm needs vLLM" in result.output
     assert rlvr_min.choose_engine(rlvr_min.Config(engine="auto")) == "hf"
 
 
-def test_dataset_errors_name_the_file_and_line(tmp_path):
-    data = tmp_path / "data.jsonl"
-    data.write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "2+2?"}\n')
-    result = CliRunner().invoke(rlvr_min.main, ["--dataset", str(data), "--out", str(tmp_path / "run")])
-    assert result.exit_code != 0 and f"{data}, line 2: missing field answer" in result.output
+def test_a_process_count_that_does_not_split_the_batch_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(rlvr_min, "world_size", lambda: 3)  # as under torchrun --nproc-per-node 3
+    result = CliRunner().invoke(rlvr_min.main, ["--prompts-per-step", "8", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "3 processes must split both --prompts-per-step 8 and each mini-batch (8 rollouts) evenly" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nobody/no-such-model", "--dataset", "toy", "--eval-dataset", "toy"], "cannot load model nobody/no-such-model: "),
+    (["--dataset", "nobody/no-such-dataset"], "cannot load dataset nobody/no-such-dataset (split train): "),
+])
+def test_hub_names_that_cannot_be_loaded_fail_clearly(args, message, tmp_path):
+    # A fresh process: the hub libraries read HF_HUB_OFFLINE when they are imported (this machine has no hub anyway).
+    result = subprocess.run([sys.executable, "rlvr_min.py", *args, "--out", str(tmp_path / "run")], capture_output=True,
+                            text=True, cwd=Path(rlvr_min.__file__).parent, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_help_names_every_knob_of_the_paper():
@@ -130,6 +166,26 @@ def test_help_names_every_knob_of_the_paper():
                  "--group-size", "--max-new-tokens", "--temperature", "--clip / --no-clip", "--clip-low", "--clip-high",
                  "--mini-batches", "--lr", "--eval-every", "--save-every", "--kl-coef", "--gamma"]:
         assert flag in text, flag
+
+
+def test_gradient_checkpointing_recomputes_the_forward_and_changes_no_result(tmp_path, monkeypatch):
+    load_policy, forwards = rlvr_min.load_policy, []
+
+    def counting_load_policy(config, weights=None):  # counts the first decoder layer's forwards that build a graph
+        model, tokenizer, engine = load_policy(config, weights)
+        # a pre-hook: the recomputation in backward stops as soon as it has what it needs, before any forward hook
+        model.model.layers[0].register_forward_pre_hook(lambda *_: forwards.append(1) if torch.is_grad_enabled() else None)
+        return model, tokenizer, engine
+
+    monkeypatch.setattr(rlvr_min, "load_policy", counting_load_policy)
+    args = SHORT + ["--steps", "1", "--eval-every", "0", "--engine", "hf", "--reward", "random"]
+    assert run(args, tmp_path / "plain").exit_code == 0
+    plain_forwards = len(forwards)
+    assert run(args + ["--gradient-checkpointing"], tmp_path / "checkpointed").exit_code == 0
+    assert plain_forwards == 4 and len(forwards) - plain_forwards == 2 * plain_forwards  # each forward again in backward
+    [plain], [checkpointed] = read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "checkpointed")
+    for key in ("grad_norm", "approx_kl", "clip_fraction", "entropy"):
+        assert checkpointed[key] == pytest.approx(plain[key], rel=1e-5, abs=1e-9), key
 
 
 def test_paper_defaults_for_real_models_and_toy_defaults_for_toy_models():
