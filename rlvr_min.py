@@ -4,6 +4,8 @@ It reproduces "Spurious Rewards: Rethinking Training Signals in RLVR" (Shao et a
 
     python rlvr_min.py --reward random --model Qwen/Qwen2.5-Math-7B     # the paper's run (GPUs, vLLM)
     python rlvr_min.py --reward random                                  # the same loop on the toy world, on a CPU
+    torchrun --nproc-per-node 8 rlvr_min.py ...                         # N processes, the model sharded by FSDP2
+    python rlvr_min.py --resume runs/latest                             # on from the run's last checkpoint
 
 One step, in the order of this file:
   1. data       sample `prompts_per_step` problems and apply the chat template
