@@ -172,6 +172,12 @@ def gather(values: list) -> list:
     return [value for part in parts for value in part]
 
 
+def own_share(items: list) -> list:
+    """This process's contiguous share of items (gather puts the shares back together in order)."""
+    size = -(-len(items) // world_size())
+    return items[rank() * size : (rank() + 1) * size]
+
+
 def all_sum(values: list[float]) -> list[float]:
     """Element-wise sums over the processes."""
     if world_size() == 1:
@@ -505,10 +511,8 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
 
     # 2. rollout: G samples per prompt (each process samples its share of the prompts, then all get every sample);
     #    the same seed gives the same samples
-    share = len(prompt_ids) // world_size()
-    responses = gather(engine.generate(prompt_ids[rank() * share : (rank() + 1) * share], config.group_size,
-                                       config.temperature, config.top_p, config.max_new_tokens,
-                                       seed=(config.seed * 1_000_003 + step) * world_size() + rank()))
+    responses = gather(engine.generate(own_share(prompt_ids), config.group_size, config.temperature, config.top_p,
+                                       config.max_new_tokens, seed=(config.seed * 1_000_003 + step) * world_size() + rank()))
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     timings["rollout_seconds"] = time.perf_counter() - started
 
@@ -574,8 +578,7 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
 
 def evaluate_greedy(engine, tokenizer, problems: list[dict], max_new_tokens: int) -> dict:
     """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol), split over processes."""
-    share = -(-len(problems) // world_size())
-    prompts = encode_prompts(tokenizer, [p["problem"] for p in problems[rank() * share : (rank() + 1) * share]])
+    prompts = encode_prompts(tokenizer, [p["problem"] for p in own_share(problems)])
     texts = gather(tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, max_new_tokens, seed=0),
                                           skip_special_tokens=True))
     correct = rewards.grade_batch(texts, [p["answer"] for p in problems])

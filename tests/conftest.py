@@ -13,6 +13,19 @@ def load_shared(name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_metrics(run: Path, timings: bool = True) -> list[dict]:
+    """The rows of a run's metrics.jsonl; timings=False drops the *_seconds keys, which differ between equal runs."""
+    rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return rows if timings else [{key: value for key, value in row.items() if not key.endswith("seconds")} for row in rows]
+
+
+def load_weights(directory) -> dict:
+    """The tensors of a saved model directory (a toy model or a checkpoint)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(directory) / "model.safetensors"))
+
+
 @pytest.fixture(scope="session")
 def math500() -> list[dict]:
     return load_shared("math500.jsonl")

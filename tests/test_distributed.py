@@ -1,6 +1,5 @@
 """torchrun + FSDP2 on CPU (gloo): two processes make the same update as one, with the HF engine and with vLLM."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import needs_vllm
+from conftest import load_weights, needs_vllm, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = ["--steps", "1", "--prompts-per-step", "8", "--group-size", "4", "--mini-batches", "4", "--micro-batch-size", "2",
@@ -26,14 +25,8 @@ def launch(args: list[str], processes: int, toy_model: str) -> subprocess.Comple
     return result
 
 
-def weights(run: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(next(run.glob("checkpoint-*")) / "model.safetensors"))
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+def checkpoint_weights(run: Path) -> dict:
+    return load_weights(next(run.glob("checkpoint-*")))
 
 
 def test_two_processes_make_the_same_update_as_one(tmp_path, toy_model):
@@ -41,7 +34,7 @@ def test_two_processes_make_the_same_update_as_one(tmp_path, toy_model):
     replay = [str(ROOT / "tests" / "replay_run.py"), str(rollouts)]
     launch(replay + STEP + ["--out", str(tmp_path / "one")], 1, toy_model)  # samples and records the rollouts
     launch(replay + STEP + ["--out", str(tmp_path / "two")], 2, toy_model)  # replays them, half per process
-    one, two, base = weights(tmp_path / "one"), weights(tmp_path / "two"), weights_of(toy_model)
+    one, two, base = checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "two"), load_weights(toy_model)
     assert one.keys() <= two.keys()  # FSDP's gathered state also names the tied output embedding (the same tensor)
     if "lm_head.weight" in two and "lm_head.weight" not in one:
         assert torch.equal(two["lm_head.weight"], two["model.embed_tokens.weight"])
@@ -49,7 +42,7 @@ def test_two_processes_make_the_same_update_as_one(tmp_path, toy_model):
     differs = max((one[name] - two[name]).abs().max().item() for name in one)
     assert moved > 1e-3  # the step changed the weights (4 Adam updates at lr 1e-3)...
     assert differs < 1e-5  # ...and two processes changed them as one did, to float rounding (measured: 4.5e-6)
-    [row_one], [row_two] = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    [row_one], [row_two] = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     for key in ("reward_mean", "accuracy", "code_frequency", "response_length", "skipped_updates"):
         assert row_one[key] == row_two[key], key
     # Adam's update ignores a gradient's scale: the gradient norm is what shows that the loss is normalised alike
@@ -57,19 +50,13 @@ def test_two_processes_make_the_same_update_as_one(tmp_path, toy_model):
         assert row_one[key] == pytest.approx(row_two[key], rel=1e-4, abs=1e-7), key
 
 
-def weights_of(model_dir: str) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(f"{model_dir}/model.safetensors")
-
-
 @needs_vllm()
 def test_two_processes_with_colocated_vllm_engines(tmp_path, toy_model):
     args = [str(ROOT / "rlvr_min.py")] + STEP[:-1] + ["vllm", "--steps", "2", "--eval-every", "2", "--eval-size", "20",
                                                       "--out", str(tmp_path / "run")]
     result = launch(args, 2, toy_model)
-    rows = metrics(tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
     assert [row["step"] for row in rows] == [0, 1, 2]
     assert rows[2]["response_length"] > 0 and 0 <= rows[2]["eval_accuracy"] <= 1
     assert result.stdout.count("step    2 |") == 1  # one log line per step: process 0 logs
-    assert not torch.equal(weights(tmp_path / "run")["model.norm.weight"], weights_of(toy_model)["model.norm.weight"])
+    assert not torch.equal(checkpoint_weights(tmp_path / "run")["model.norm.weight"], load_weights(toy_model)["model.norm.weight"])

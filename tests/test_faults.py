@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 import rlvr_min
+from conftest import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ["--prompts-per-step", "8", "--group-size", "4", "--mini-batches", "4", "--max-new-tokens", "64", "--eval-every", "3",
@@ -32,11 +33,6 @@ def wait_for(condition, process: subprocess.Popen, seconds: float = 300) -> None
         time.sleep(0.01)
 
 
-def timeless(out: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{key: value for key, value in row.items() if not key.endswith("seconds")} for row in rows]
-
-
 def test_a_killed_run_resumes_to_the_same_metrics(tmp_path, toy_model):
     flags = RUN + ["--steps", "6", "--save-every", "2"]
     whole = start(flags + ["--out", str(tmp_path / "whole")])
@@ -53,7 +49,7 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path, toy_model):
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming" in resumed.stdout
-    assert timeless(tmp_path / "killed") == timeless(tmp_path / "whole")
+    assert read_metrics(tmp_path / "killed", timings=False) == read_metrics(tmp_path / "whole", timings=False)
     assert not (tmp_path / "killed" / ".checkpoint-crashed").exists()
 
 
@@ -61,18 +57,18 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path, toy_model):
 def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(signal_number, tmp_path, toy_model):
     out = tmp_path / "run"
     process = start(RUN + ["--steps", "500", "--out", str(out)])
-    wait_for(lambda: (out / "metrics.jsonl").exists() and len(timeless(out)) >= 2, process)  # step 0 and step 1 done
+    wait_for(lambda: (out / "metrics.jsonl").exists() and len(read_metrics(out)) >= 2, process)  # steps 0 and 1 done
     process.send_signal(signal_number)
     output = process.communicate(timeout=300)[0]
     assert process.returncode != 0
-    last_step = timeless(out)[-1]["step"]
+    last_step = read_metrics(out)[-1]["step"]
     assert f"stopped by {signal.Signals(signal_number).name} after step {last_step}" in output
     assert f"continue with: python rlvr_min.py --resume {out}" in output.splitlines()[-1]
     assert rlvr_min.latest_checkpoint(out).name == f"checkpoint-{last_step:06d}"
 
     resumed = CliRunner().invoke(rlvr_min.main, ["--resume", str(out), "--steps", str(last_step + 1)])
     assert resumed.exit_code == 0, resumed.output
-    assert [row["step"] for row in timeless(out)][-2:] == [last_step, last_step + 1]
+    assert [row["step"] for row in read_metrics(out)][-2:] == [last_step, last_step + 1]
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(tmp_path, toy_model, monkeypatch):
@@ -92,7 +88,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(tmp_
     monkeypatch.setattr(torch, "save", real_save)
     resumed = CliRunner().invoke(rlvr_min.main, ["--resume", str(out)])
     assert resumed.exit_code == 0, resumed.output
-    assert [row["step"] for row in timeless(out)] == [0, 1, 2, 3, 4]
+    assert [row["step"] for row in read_metrics(out)] == [0, 1, 2, 3, 4]
     assert not list(out.glob(".checkpoint-*"))
 
 
@@ -119,6 +115,6 @@ def test_non_finite_losses_skip_updates_and_stop_the_run(tmp_path, toy_model, mo
                                                       "--out", str(out)])
     assert result.exit_code != 0
     assert "stopped at step 3: 3 steps in a row had only non-finite losses or gradients" in result.output
-    rows = timeless(out)
+    rows = read_metrics(out)
     assert [row["skipped_updates"] for row in rows] == [4, 4, 4]  # every update of every step skipped, and logged
     assert [row["grad_norm"] for row in rows] == [0, 0, 0]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import rlvr_min
 import toy
-from conftest import needs_vllm
+from conftest import load_weights, needs_vllm, read_metrics
 
 SHORT = ["--steps", "2", "--prompts-per-step", "8", "--group-size", "4", "--mini-batches", "4", "--max-new-tokens", "64",
          "--eval-every", "2", "--eval-size", "40"]
@@ -23,14 +23,8 @@ def run(args, tmp_path):
     return result
 
 
-def read_metrics(tmp_path):
-    return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-
-
 def weights_differ(directory_a, directory_b) -> bool:
-    from safetensors.torch import load_file
-
-    a, b = load_file(f"{directory_a}/model.safetensors"), load_file(f"{directory_b}/model.safetensors")
+    a, b = load_weights(directory_a), load_weights(directory_b)
     return any(not torch.equal(a[k], b[k]) for k in a)
 
 
@@ -38,7 +32,7 @@ def weights_differ(directory_a, directory_b) -> bool:
 def test_short_run_writes_everything_and_changes_the_policy(engine, tmp_path, toy_model):
     result = run(SHORT + ["--engine", engine, "--reward", "random"], tmp_path)
     assert result.exit_code == 0, result.output
-    metrics = read_metrics(tmp_path)
+    metrics = read_metrics(tmp_path / "run")
     assert [m["step"] for m in metrics] == [0, 1, 2]  # step 0: the base model's evaluation
     assert set(metrics[0]) == {"step", "eval_accuracy", "eval_code_frequency"}
     required = {"step", "reward_mean", "accuracy", "code_frequency", "clip_fraction", "clip_fraction_low",
@@ -57,12 +51,12 @@ def test_short_run_writes_everything_and_changes_the_policy(engine, tmp_path, to
 
 def test_same_seed_same_metrics(tmp_path):
     args = SHORT + ["--engine", "hf", "--reward", "random", "--eval-every", "0"]
-    timeless = lambda rows: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
     assert run(args, tmp_path / "a").exit_code == 0
     assert run(args, tmp_path / "b").exit_code == 0
     assert run(args + ["--seed", "1"], tmp_path / "c").exit_code == 0
-    assert timeless(read_metrics(tmp_path / "a")) == timeless(read_metrics(tmp_path / "b"))
-    assert timeless(read_metrics(tmp_path / "a")) != timeless(read_metrics(tmp_path / "c"))
+    timeless = lambda name: read_metrics(tmp_path / name / "run", timings=False)
+    assert timeless("a") == timeless("b")
+    assert timeless("a") != timeless("c")
 
 
 @needs_vllm()
@@ -89,7 +83,7 @@ def test_ground_truth_reward_raises_accuracy(tmp_path):
     # accuracy 0.51 (base) -> 0.70 after 20 steps -> 0.75 after 30 (code use 0.64 -> 0.82); it barely moves in the first 10.
     result = run(["--reward", "ground_truth", "--engine", "hf", "--steps", "20", "--eval-every", "20"], tmp_path)
     assert result.exit_code == 0, result.output
-    evaluated = [m for m in read_metrics(tmp_path) if "eval_accuracy" in m]
+    evaluated = [m for m in read_metrics(tmp_path / "run") if "eval_accuracy" in m]
     assert [m["step"] for m in evaluated] == [0, 20]  # the base model, then after 20 steps
     assert evaluated[-1]["eval_accuracy"] > evaluated[0]["eval_accuracy"] + 0.08, evaluated
 
@@ -183,7 +177,7 @@ def test_gradient_checkpointing_recomputes_the_forward_and_changes_no_result(tmp
     plain_forwards = len(forwards)
     assert run(args + ["--gradient-checkpointing"], tmp_path / "checkpointed").exit_code == 0
     assert plain_forwards == 4 and len(forwards) - plain_forwards == 2 * plain_forwards  # each forward again in backward
-    [plain], [checkpointed] = read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "checkpointed")
+    [plain], [checkpointed] = read_metrics(tmp_path / "plain" / "run"), read_metrics(tmp_path / "checkpointed" / "run")
     for key in ("grad_norm", "approx_kl", "clip_fraction", "entropy"):
         assert checkpointed[key] == pytest.approx(plain[key], rel=1e-5, abs=1e-9), key
 

@@ -9,7 +9,7 @@ import torch
 import rewards
 import rlvr_min
 import toy
-from conftest import needs_vllm
+from conftest import load_weights, needs_vllm
 
 
 def test_problems_look_like_math500_and_the_test_split_is_held_out():
@@ -75,17 +75,15 @@ def test_build_is_cached_and_prints_its_directory(toy_model, capsys):
 
 
 def test_building_twice_from_the_same_seed_gives_identical_weights(tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
     weights = []
     for attempt in range(2):
         monkeypatch.setenv("RLVR_MIN_CACHE", str(tmp_path / f"cache{attempt}"))
         directory = toy.build("qwen-math-1.5b", log=lambda _: None, steps=25)
-        weights.append(load_file(directory / "model.safetensors"))
+        weights.append(load_weights(directory))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     other = toy.build("qwen-math-1.5b", log=lambda _: None, steps=25, seed=1)
-    assert not torch.equal(load_file(other / "model.safetensors")["model.embed_tokens.weight"],
+    assert not torch.equal(load_weights(other)["model.embed_tokens.weight"],
                            weights[0]["model.embed_tokens.weight"])
 
 
