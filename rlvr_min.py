@@ -261,37 +261,99 @@ def encode_prompts(tokenizer, problems: list[str], system: str = SYSTEM_PROMPT, 
 
 # ============================================================================================================ rollout
 class HFEngine:
-    """Generation with transformers' `generate` on the training model itself: nothing to sync."""
+    """Generation on the training model itself (nothing to sync), by one of two paths with the same distribution:
 
-    def __init__(self, model, tokenizer):
+    - `sample` (decoder-only LMs that take GenerationMixin's own inputs: Qwen2, Llama, OLMo, the toy): each prompt is
+      prefilled once and its KV cache repeated n times, then one forward per token over the unfinished rows. On the
+      toy it is ~2x faster than `generate`, whose per-token machinery costs more than the tiny model's forward.
+    - `model.generate` for a model that prepares its own generation inputs (multimodal, recurrent caches, ...), which
+      the loop does not reproduce; or when asked for (`loop=False`, as tests/bench_step.py does to compare).
+    """
+
+    def __init__(self, model, tokenizer, loop: bool | None = None):
+        from transformers import GenerationMixin
+
         self.model, self.tokenizer = model, tokenizer
+        default_inputs = type(model).prepare_inputs_for_generation is GenerationMixin.prepare_inputs_for_generation
+        self.loop = default_inputs if loop is None else loop
 
     def generate(self, prompts: list[list[int]], n: int, temperature: float, top_p: float, max_new_tokens: int,
                  seed: int) -> list[list[int]]:
         """n responses per prompt (grouped: prompt 0's n first), each as its token ids ending with EOS if it ended."""
-        torch.manual_seed(seed)
         pad, stops = self.tokenizer.pad_token_id, self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
-        stops = set(stops) if isinstance(stops, list) else {stops}
+        stops = torch.tensor(stops if isinstance(stops, list) else [stops], device=self.model.device)
         width = max(len(p) for p in prompts)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts for _ in range(n)])  # left padding
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts for _ in range(n)])
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)  # left padding
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
-            # synced_gpus: under FSDP every forward is collective, so a process that is done keeps stepping with the rest
-            output = self.model.generate(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
-                                         max_new_tokens=max_new_tokens, pad_token_id=pad, top_k=None,
-                                         synced_gpus=world_size() > 1, **sampling)
+            if self.loop:
+                output = self.sample(ids, attention, n, temperature, top_p, max_new_tokens, stops, seed)
+            else:
+                torch.manual_seed(seed)
+                sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+                # synced_gpus: under FSDP every forward is collective, so a process that is done keeps stepping with the rest
+                output = self.model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=attention.repeat_interleave(n, 0),
+                                             max_new_tokens=max_new_tokens, pad_token_id=pad, top_k=None,
+                                             synced_gpus=world_size() > 1, **sampling)[:, width:]
         self.model.train(was_training)
         responses = []
-        for row in output[:, width:].tolist():
+        for row in output.tolist():
             end = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))  # keep the EOS: it is learnt
             responses.append(row[:end])
         return responses
 
+    def sample(self, ids, attention, n, temperature, top_p, max_new_tokens, stops, seed) -> torch.Tensor:
+        """The sampling loop: n continuations of each (left-padded) prompt, as a [prompts x n, max_new_tokens] tensor
+        whose rows run on past their first stop token (cut by the caller)."""
+        from transformers import DynamicCache
+
+        generator = torch.Generator(ids.device).manual_seed(seed)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded prompts
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                            use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        cache.batch_repeat_interleave(n)  # the prompt's keys and values, once per sample
+        logits, attention, position = (t.repeat_interleave(n, 0) for t in (logits, attention, positions[:, -1:]))
+        row = torch.arange(len(logits), device=ids.device)  # the output row of each row of the batch
+        done = torch.zeros(len(row), dtype=torch.bool, device=ids.device)
+        output = torch.full((len(row), max_new_tokens), self.tokenizer.pad_token_id, device=ids.device)
+        for t in range(max_new_tokens):
+            tokens = sample_tokens(logits, temperature, top_p, generator)
+            output[row, t] = tokens
+            done |= torch.isin(tokens, stops)
+            # under torchrun every forward is collective: a process goes on (with a finished row) until all are done
+            if all_sum([float(not done.all())])[0] == 0 or t == max_new_tokens - 1:
+                break
+            if (~done).sum() <= 0.75 * len(done):  # drop the finished rows, a quarter at a time (each drop copies the cache)
+                keep = ~done
+                keep[0] |= not keep.any()
+                cache.batch_select_indices(keep.nonzero().squeeze(1))
+                row, tokens, attention, position, done = (x[keep] for x in (row, tokens, attention, position, done))
+            attention = torch.cat([attention, attention.new_ones(len(row), 1)], dim=1)
+            position = position + 1
+            logits = self.model(input_ids=tokens[:, None], attention_mask=attention, position_ids=position,
+                                past_key_values=cache, use_cache=True).logits[:, -1].float()
+        return output
+
     def sync(self, model) -> None:
         pass
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
+    """One token per row: the argmax at temperature 0; else a draw from softmax(logits / T), cut to the top_p nucleus
+    (the most likely tokens whose mass reaches top_p), by inverting the CDF with one uniform number per row."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probabilities = (logits / temperature).softmax(-1)
+    if top_p < 1:
+        ranked, order = probabilities.sort(-1, descending=True)
+        ranked[ranked.cumsum(-1) - ranked >= top_p] = 0  # the mass of the more likely tokens already reaches top_p
+        probabilities = torch.zeros_like(probabilities).scatter_(-1, order, ranked)
+    cdf = probabilities.cumsum(-1)
+    uniform = torch.rand(len(cdf), 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, uniform, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
 
 
 class VLLMEngine:

@@ -32,8 +32,11 @@ def checkpoint_weights(run: Path) -> dict:
 def test_two_processes_make_the_same_update_as_one(tmp_path, toy_model):
     rollouts = tmp_path / "rollouts.json"
     replay = [str(ROOT / "tests" / "replay_run.py"), str(rollouts)]
-    launch(replay + STEP + ["--out", str(tmp_path / "one")], 1, toy_model)  # samples and records the rollouts
-    launch(replay + STEP + ["--out", str(tmp_path / "two")], 2, toy_model)  # replays them, half per process
+    # greedy evaluation before and after the step: each process decodes its share with the sampling loop, whose
+    # forwards go on until every process is done (FSDP's forwards are collective)
+    evaluation = ["--eval-every", "1", "--eval-size", "40"]
+    launch(replay + STEP + evaluation + ["--out", str(tmp_path / "one")], 1, toy_model)  # samples, records the rollouts
+    launch(replay + STEP + evaluation + ["--out", str(tmp_path / "two")], 2, toy_model)  # replays them, half per process
     one, two, base = checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "two"), load_weights(toy_model)
     assert one.keys() <= two.keys()  # FSDP's gathered state also names the tied output embedding (the same tensor)
     if "lm_head.weight" in two and "lm_head.weight" not in one:
@@ -42,7 +45,10 @@ def test_two_processes_make_the_same_update_as_one(tmp_path, toy_model):
     differs = max((one[name] - two[name]).abs().max().item() for name in one)
     assert moved > 1e-3  # the step changed the weights (4 Adam updates at lr 1e-3)...
     assert differs < 1e-5  # ...and two processes changed them as one did, to float rounding (measured: 4.5e-6)
-    [row_one], [row_two] = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    [base_one, row_one], [base_two, row_two] = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert base_one == base_two  # the base model's greedy answers, decoded whole in one process or split over two
+    assert row_one["eval_accuracy"] == row_two["eval_accuracy"]
+    assert row_one["eval_code_frequency"] == row_two["eval_code_frequency"]
     for key in ("reward_mean", "accuracy", "code_frequency", "response_length", "skipped_updates"):
         assert row_one[key] == row_two[key], key
     # Adam's update ignores a gradient's scale: the gradient norm is what shows that the loss is normalised alike

@@ -131,3 +131,16 @@ def test_preset_reproduces_its_table_1_row_within_5_points(preset):
         if figure == "accuracy_with_code" and target.code_frequency == 0:
             continue  # a model that never writes code has no accuracy with code
         assert abs(measured[figure] - getattr(target, figure)) <= 0.05, (figure, measured)
+
+
+@pytest.mark.parametrize("preset", list(toy.PRESETS))
+def test_sampling_loop_is_greedy_identical_to_generate_on_the_held_out_split(preset):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = str(toy.build(preset))
+    tokenizer, model = AutoTokenizer.from_pretrained(directory), AutoModelForCausalLM.from_pretrained(directory)
+    prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in toy.dataset("test")])
+    loop = rlvr_min.HFEngine(model, tokenizer)
+    assert loop.loop
+    generate = rlvr_min.HFEngine(model, tokenizer, loop=False)
+    assert loop.generate(prompts, 1, 0.0, 1.0, 96, seed=0) == generate.generate(prompts, 1, 0.0, 1.0, 96, seed=0)
