@@ -20,6 +20,7 @@ import os
 import random
 import re
 import signal
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -143,40 +144,64 @@ def _slow_grade_all(pairs: list[tuple[str, str]]) -> list[bool]:
     return [_slow_grade(response, gold) for response, gold in pairs]
 
 
-_pool = None
+def _worker_ready() -> None:
+    """Runs first in every grading worker: a worker that cannot get here (say, its parent's main module cannot be
+    re-imported, as for a script read from standard input) breaks the pool at once instead of hanging it."""
+
+
+_pool = None  # the grading workers: None until first needed, BROKEN once they have failed to work
+BROKEN = "broken"
+
+
+def _pool_verdicts(pairs: list[tuple[str, str]], workers: int, chunk_size: int) -> list[bool] | None:
+    """math-verify's verdicts from the worker pool, or None if the pool cannot work (workers that die at start or
+    later, a pool that cannot start, a chunk past its deadline: the machinery, never the responses)."""
+    global _pool
+    from concurrent.futures import ProcessPoolExecutor, TimeoutError as FutureTimeout
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        if _pool is None:
+            # forkserver, not fork: a trainer holds torch and vLLM threads that a fork would copy half-way.
+            _pool = ProcessPoolExecutor(workers, multiprocessing.get_context("forkserver"), initializer=_worker_ready)
+            atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
+        chunks = [pairs[i : i + chunk_size] for i in range(0, len(pairs), chunk_size)]
+        pending = [_pool.submit(_slow_grade_all, chunk) for chunk in chunks]
+        # each response is bounded by its own deadline inside the worker; this one only catches a stuck worker
+        return [verdict for result in pending for verdict in result.result(timeout=GRADE_TIMEOUT_SECONDS * chunk_size + 10)]
+    except (BrokenProcessPool, FutureTimeout, OSError) as error:
+        cause = f"{type(error).__name__}: {error}".strip(": ")
+    if _pool is not None:
+        for process in list((_pool._processes or {}).values()):  # a stuck worker would block exit (no public kill
+            process.kill()  # before Python 3.14's terminate_workers)
+        _pool.shutdown(wait=False, cancel_futures=True)
+    _pool = BROKEN
+    print(f"rewards: the grading worker pool failed ({cause}); grading in this process from now on", file=sys.stderr)
+    return None
 
 
 def grade_batch(responses: list[str], golds: list, chunk_size: int = 16) -> list[bool]:
     """Grade many responses: cheap verdicts here, math-verify in worker processes where there are enough of them.
 
     math-verify's timeouts use SIGALRM, which works only in a process's main thread: outside it, even one response
-    goes to a worker. Each worker grades in its own main thread; a whole-chunk deadline backs those timeouts up (if
-    it passes, the pool is killed and the unfinished responses count as wrong).
+    goes to a worker. Each worker grades in its own main thread, so a response past its deadline is a wrong answer
+    there as here. A pool that cannot work is not a wrong answer: grading falls back to this process's main thread
+    (said once on stderr), and outside the main thread that is an error.
     """
-    global _pool
     golds = [str(gold) for gold in golds]
     verdicts = [_quick_verdict(extract_answer(r), g) for r, g in zip(responses, golds, strict=True)]
     slow = [i for i, verdict in enumerate(verdicts) if verdict is None]
     pairs = [(responses[i], golds[i]) for i in slow]
     workers = min(os.cpu_count() or 1, 8)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread and (workers == 1 or len(pairs) <= 2 * chunk_size):
+    slow_verdicts = None
+    if pairs and _pool is not BROKEN and (not in_main_thread or (workers > 1 and len(pairs) > 2 * chunk_size)):
+        slow_verdicts = _pool_verdicts(pairs, workers, chunk_size)
+    if slow_verdicts is None:
+        if not in_main_thread:
+            raise RuntimeError("cannot grade: the grading worker pool failed, and grading in this process needs the "
+                               "main thread (math-verify's timeouts use SIGALRM); call grade_batch from the main thread")
         slow_verdicts = _slow_grade_all(pairs)
-    else:
-        if _pool is None:
-            # forkserver, not fork: a trainer holds torch and vLLM threads that a fork would copy half-way.
-            _pool = multiprocessing.get_context("forkserver").Pool(workers)
-            atexit.register(_pool.terminate)
-        chunks = [pairs[i : i + chunk_size] for i in range(0, len(pairs), chunk_size)]
-        pending = [_pool.apply_async(_slow_grade_all, (chunk,)) for chunk in chunks]
-        slow_verdicts = []
-        try:
-            for result in pending:
-                slow_verdicts += result.get(timeout=GRADE_TIMEOUT_SECONDS * chunk_size + 30)
-        except multiprocessing.TimeoutError:
-            _pool.terminate()
-            _pool = None
-            slow_verdicts += [False] * (len(pairs) - len(slow_verdicts))
     for i, verdict in zip(slow, slow_verdicts):
         verdicts[i] = verdict
     return verdicts

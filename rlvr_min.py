@@ -79,6 +79,8 @@ class Config:
     kl_coef: float = knob(0.0, "beta of a KL penalty to the initial model; 0 loads no reference model.")
     mini_batches: int = knob(8, "Optimizer updates per rollout batch (the paper's 1024 / 128); 1 makes rho = 1, so "
                                 "clipping never fires.")
+    epochs: int = knob(1, "Passes over each rollout batch, each in --mini-batches shuffled mini-batches, the old log-probs "
+                          "fixed from the rollout (PPO's epochs, TRL's num_iterations, verl's ppo_epochs); the paper: 1.")
     micro_batch_size: int = knob(4, "Sequences per forward pass (memory only: gradients accumulate over a mini-batch).")
     lr: float = knob(5e-7, "Adam learning rate, constant.")
     beta1: float = knob(0.9, "Adam beta1.")
@@ -124,6 +126,8 @@ def check_config(config: Config) -> None:
     if config.prompts_per_step % world_size() or (rollouts // config.mini_batches) % world_size():
         raise click.UsageError(f"{world_size()} processes must split both --prompts-per-step {config.prompts_per_step} "
                                f"and each mini-batch ({rollouts // config.mini_batches} rollouts) evenly")
+    if config.epochs < 1:
+        raise click.UsageError(f"--epochs must be at least 1 (passes over each rollout batch), got {config.epochs}")
     if config.group_size < 2:
         raise click.UsageError("--group-size must be at least 2: GRPO compares samples within a group")
     if config.engine == "vllm" and not vllm_installed():
@@ -480,6 +484,11 @@ def grpo_advantages(group_rewards: torch.Tensor, std_normalize: bool = True) -> 
     return centered / (group_rewards.std(dim=1, keepdim=True) + 1e-6) if std_normalize else centered
 
 
+# Bands of old probability for the clip statistics. Above 1/(1 + eps) = 0.833 (eps 0.2) a token's ratio cannot pass the
+# upper bound (pi <= 1); for a rare token the upper bound is the nearer one in log space (+0.18 against -0.22).
+CLIP_BANDS = {"[0,0.2)": (0.0, 0.2), "[0.2,0.5)": (0.2, 0.5), "[0.5,0.833)": (0.5, 1 / 1.2), "[0.833,1]": (1 / 1.2, 2.0)}
+
+
 def policy_loss(logprobs, old_logprobs, advantages, mask, config: Config, normalizer: float, ref_logprobs=None):
     """The clipped surrogate, summed over tokens and divided by `normalizer` (see update()); and its statistics.
 
@@ -500,14 +509,16 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, config: Config, normal
         per_token = per_token / mask.sum(1, keepdim=True).clamp(min=1)
     loss = (per_token * mask).sum() / normalizer
     with torch.no_grad():  # where clipping zeroes the gradient (counted also under --no-clip: where it would)
-        clipped_low = (advantages < 0) & (ratio < 1 - config.clip_low)
-        clipped_high = (advantages > 0) & (ratio > 1 + config.clip_high)
-        stats = {
-            "clip_fraction_low": (clipped_low * mask).sum().item(),
-            "clip_fraction_high": (clipped_high * mask).sum().item(),
-            "approx_kl": (((ratio - 1) - log_ratio) * mask).sum().item(),  # k3 estimator of KL(pi_old || pi_theta)
-            "tokens": mask.sum().item(),
-        }
+        clipped = {"low": (advantages < 0) & (ratio < 1 - config.clip_low), "high": (advantages > 0) & (ratio > 1 + config.clip_high)}
+        stats = {f"clip_fraction_{side}": (where * mask).sum().item() for side, where in clipped.items()}
+        old_probability = old_logprobs.exp()
+        for band, (low, high) in CLIP_BANDS.items():  # where clipping fires, by the token's old probability
+            in_band = mask * ((old_probability >= low) & (old_probability < high))
+            stats[f"token_share{band}"] = in_band.sum().item()
+            for side, where in clipped.items():
+                stats[f"clip_fraction_{side}{band}"] = (where * in_band).sum().item()
+        stats["approx_kl"] = (((ratio - 1) - log_ratio) * mask).sum().item()  # k3 estimator of KL(pi_old || pi_theta)
+        stats["tokens"] = mask.sum().item()
     return loss, stats
 
 
@@ -528,36 +539,42 @@ def rows(batch: dict, indices: list[int], device) -> dict:
 
 
 def update(model, optimizer, batch: dict, config: Config) -> dict:
-    """`mini_batches` optimizer steps over the shuffled rollouts; returns the statistics of the whole pass."""
-    totals = {"clip_fraction_low": 0.0, "clip_fraction_high": 0.0, "approx_kl": 0.0, "tokens": 0.0}
-    grad_norms, skipped = [], 0
-    for mini in batch["partition"]:
-        # token-mean: every token of the mini-batch (all processes' shares) weighs the same; sequence-mean: every response
-        normalizer, = all_sum([sum(batch["mask"][micro].sum().item() if config.loss_aggregation == "token-mean"
-                                   else len(micro) for micro in mini)])
-        normalizer /= world_size()  # FSDP2 averages the processes' gradients: N times each share, averaged, is the sum
-        loss_sum = 0.0
-        for micro in mini:
-            part = rows(batch, micro, model.device)
-            logprobs = token_logprobs(model, part["ids"], part["attention"])
-            loss, stats = policy_loss(logprobs, part["old_logprobs"], batch["advantages"][micro, None].to(model.device),
-                                      part["mask"], config, normalizer, part["ref_logprobs"] if config.kl_coef else None)
-            loss.backward()  # gradients add up over the micro-batches of a mini-batch (and FSDP2 sums them over processes)
-            loss_sum += loss.item()
-            for key in totals:
-                totals[key] += stats[key]
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)  # FSDP: a DTensor
-        finite = all_sum([float(math.isfinite(loss_sum))])[0] == world_size() and math.isfinite(grad_norm)
-        if finite:
-            optimizer.step()
-            grad_norms.append(grad_norm)
-        else:  # a non-finite loss or gradient would poison the weights: drop this update
-            skipped += 1
-        optimizer.zero_grad(set_to_none=True)
-    *sums, tokens = all_sum(list(totals.values()))
-    stats = {key: value / max(tokens, 1) for key, value in zip(totals, sums)}
+    """`epochs` passes over the rollouts, each `mini_batches` optimizer steps on the same fixed old log-probs; returns the
+    statistics of all passes, as fractions of the tokens (the clip fraction also pass by pass)."""
+    totals, clipped_per_epoch, grad_norms, skipped = {}, [], [], 0
+    for minis in batch["passes"]:
+        clipped_per_epoch.append(0.0)
+        for mini in minis:
+            # token-mean: every token of the mini-batch (all processes' shares) weighs the same; sequence-mean: every response
+            normalizer, = all_sum([sum(batch["mask"][micro].sum().item() if config.loss_aggregation == "token-mean"
+                                       else len(micro) for micro in mini)])
+            normalizer /= world_size()  # FSDP2 averages the processes' gradients: N times each share, averaged, is the sum
+            loss_sum = 0.0
+            for micro in mini:
+                part = rows(batch, micro, model.device)
+                logprobs = token_logprobs(model, part["ids"], part["attention"])
+                loss, stats = policy_loss(logprobs, part["old_logprobs"], batch["advantages"][micro, None].to(model.device),
+                                          part["mask"], config, normalizer, part["ref_logprobs"] if config.kl_coef else None)
+                loss.backward()  # gradients add up over the micro-batches of a mini-batch (and FSDP2 sums them over processes)
+                loss_sum += loss.item()
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                clipped_per_epoch[-1] += stats["clip_fraction_low"] + stats["clip_fraction_high"]
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)  # FSDP: a DTensor
+            finite = all_sum([float(math.isfinite(loss_sum))])[0] == world_size() and math.isfinite(grad_norm)
+            if finite:
+                optimizer.step()
+                grad_norms.append(grad_norm)
+            else:  # a non-finite loss or gradient would poison the weights: drop this update
+                skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+    keys = sorted(totals)  # the same order in every process
+    sums = dict(zip(keys, all_sum([totals[key] for key in keys])))
+    tokens = max(sums.pop("tokens"), 1)
+    stats = {key: value / tokens for key, value in sums.items()}
     stats["clip_fraction"] = stats["clip_fraction_low"] + stats["clip_fraction_high"]
+    stats["clip_fraction_per_epoch"] = [count * len(clipped_per_epoch) / tokens for count in all_sum(clipped_per_epoch)]
     stats["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     stats["skipped_updates"] = skipped
     return stats
@@ -587,6 +604,10 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     batch_rewards = rewards.compute_rewards(config.reward, rollouts)
     correct = rollouts.correct  # graded once, whether or not the reward is ground truth
     code = [rewards.has_code(text) for text in texts]
+    habit = {}  # the toy's code habit itself: the probability of code at the style fork, before this step's update
+    if config.model.startswith("toy:"):
+        habit["fork_probability"] = toy.fork_probability(model, tokenizer, [prompt_ids[i // config.group_size]
+                                                                            for i in range(len(responses))], responses)
     timings["reward_seconds"] = time.perf_counter() - started
 
     # 4. advantages: normalised within each group, one number per response
@@ -598,12 +619,13 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     started = time.perf_counter()
     sequences = [prompt_ids[i // config.group_size] + response for i, response in enumerate(responses)]
     ids, attention, mask = pad_batch(sequences, [len(r) for r in responses], tokenizer.pad_token_id)
-    order = torch.randperm(len(sequences), generator=torch.Generator().manual_seed(config.seed + step)).tolist()
+    shuffle = torch.Generator().manual_seed(config.seed + step)  # a new order for each pass over the batch
+    passes = [partition(torch.randperm(len(sequences), generator=shuffle).tolist(), config) for _ in range(config.epochs)]
     batch = dict(ids=ids, attention=attention, mask=mask, old_logprobs=torch.zeros_like(mask),
-                 ref_logprobs=torch.zeros_like(mask), advantages=advantages, partition=partition(order, config))
+                 ref_logprobs=torch.zeros_like(mask), advantages=advantages, passes=passes)
     entropy_sum = probability_sum = 0.0
     with torch.no_grad():
-        for micro in (micro for mini in batch["partition"] for micro in mini):
+        for micro in (micro for mini in passes[0] for micro in mini):
             part = rows(batch, micro, model.device)
             width = part["mask"].shape[1]
             old, entropy = token_logprobs(model, part["ids"], part["attention"], with_entropy=True)
@@ -615,7 +637,7 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     entropy_sum, probability_sum = all_sum([entropy_sum, probability_sum])
     timings["old_logprob_seconds"] = time.perf_counter() - started
 
-    # 6. update: mini_batches optimizer steps, then the rollout engine gets the new weights
+    # 6. update: epochs x mini_batches optimizer steps, then the rollout engine gets the new weights
     started = time.perf_counter()
     update_stats = update(model, optimizer, batch, config)
     engine.sync(model)
@@ -628,6 +650,7 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
         "reward_mean": sum(batch_rewards) / len(batch_rewards),
         "accuracy": sum(correct) / len(correct),
         "code_frequency": sum(code) / len(code),
+        **habit,
         **update_stats,
         "entropy": entropy_sum / tokens,
         "mean_token_prob": probability_sum / tokens,
@@ -638,14 +661,17 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     }
 
 
-def evaluate_greedy(engine, tokenizer, problems: list[dict], max_new_tokens: int) -> dict:
-    """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol), split over processes."""
-    prompts = encode_prompts(tokenizer, [p["problem"] for p in own_share(problems)])
-    texts = gather(tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, max_new_tokens, seed=0),
-                                          skip_special_tokens=True))
+def evaluate_greedy(engine, tokenizer, problems: list[dict], max_new_tokens: int, toy_model=None) -> dict:
+    """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol), split over processes;
+    for a toy model also the probability of code at the style fork of each greedy answer."""
+    prompts = encode_prompts(tokenizer, [p["problem"] for p in problems])
+    responses = gather(engine.generate(own_share(prompts), 1, 0.0, 1.0, max_new_tokens, seed=0))
+    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     correct = rewards.grade_batch(texts, [p["answer"] for p in problems])
-    return {"eval_accuracy": sum(correct) / len(correct),
-            "eval_code_frequency": sum(map(rewards.has_code, texts)) / len(texts)}
+    result = {"eval_accuracy": sum(correct) / len(correct), "eval_code_frequency": sum(map(rewards.has_code, texts)) / len(texts)}
+    if toy_model is not None:
+        result["eval_fork_probability"] = toy.fork_probability(toy_model, tokenizer, prompts, responses)
+    return result
 
 
 # ============================================================================================================ files
@@ -701,18 +727,34 @@ def plot_metrics(metrics: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    figure, axes = plt.subplots(2, 3, figsize=(13, 7.2))
     trained = [m for m in metrics if "accuracy" in m]  # step 0 holds only the base model's evaluation
-    for axis, key, title in zip(axes, ("accuracy", "code_frequency", "reward_mean"),
+    steps = [m["step"] for m in trained]
+    for axis, key, title in zip(axes[0], ("accuracy", "code_frequency", "reward_mean"),
                                 ("accuracy (ground truth)", "code frequency", "training reward")):
-        axis.plot([m["step"] for m in trained], [m[key] for m in trained], label="rollouts (sampled)")
+        axis.plot(steps, [m[key] for m in trained], label="rollouts (sampled)")
         if key != "reward_mean":
             evaluated = [m for m in metrics if f"eval_{key}" in m]
             axis.plot([m["step"] for m in evaluated], [m[f"eval_{key}"] for m in evaluated], "o-", label="held-out (greedy)")
             axis.legend()
         axis.set_title(title)
-        axis.set_xlabel("step")
         axis.set_ylim(-0.02, 1.02)
+    # The diagnostics of the clipping bias: where clipping fires, and what moves the habit and the confidence.
+    for band in CLIP_BANDS:
+        for side, style in (("low", "--"), ("high", "-")):
+            axes[1, 0].plot(steps, [m[f"clip_fraction_{side}{band}"] for m in trained], style, label=f"{side} p_old {band}")
+    axes[1, 0].set_title("clip fraction by old probability")
+    axes[1, 0].legend(fontsize=6)
+    forked = [m for m in trained if m.get("fork_probability") is not None]
+    axes[1, 1].plot([m["step"] for m in forked], [m["fork_probability"] for m in forked], label="fork: P(code branch)")
+    axes[1, 1].plot(steps, [m["mean_token_prob"] for m in trained], label="mean token probability")
+    axes[1, 1].set_title("habit and confidence (rollouts)")
+    axes[1, 1].set_ylim(-0.02, 1.02)
+    axes[1, 1].legend()
+    axes[1, 2].plot(steps, [m["entropy"] for m in trained])
+    axes[1, 2].set_title("entropy (nats per token)")
+    for axis in axes.flat:
+        axis.set_xlabel("step")
     figure.tight_layout()
     figure.savefig(path.with_suffix(".tmp.png"), dpi=100)
     os.replace(path.with_suffix(".tmp.png"), path)
@@ -746,6 +788,7 @@ def train(config: Config, resume: bool = False) -> list[dict]:
         write_atomically(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
 
     model, tokenizer, engine = load_policy(config, checkpoint)
+    toy_model = model if config.model.startswith("toy:") else None  # the toy knows where its style fork is
     reference = None
     if config.kl_coef > 0:
         reference = type(model).from_pretrained(toy.resolve_model(config.model), dtype=torch.float32).to(model.device).eval()
@@ -765,7 +808,7 @@ def train(config: Config, resume: bool = False) -> list[dict]:
         metrics = [row for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if row["step"] < first_step]
         log(f"resuming {out} from {checkpoint.name}")
     elif config.eval_every:  # step 0: the base model, before any update
-        metrics.append({"step": 0, **evaluate_greedy(engine, tokenizer, held_out, config.max_new_tokens)})
+        metrics.append({"step": 0, **evaluate_greedy(engine, tokenizer, held_out, config.max_new_tokens, toy_model)})
         log(f"step    0 | eval acc {metrics[0]['eval_accuracy']:.3f} code {metrics[0]['eval_code_frequency']:.3f}")
 
     # SIGTERM or Ctrl-C: finish the step, save, exit; a second Ctrl-C abandons the step (the last checkpoint stands).
@@ -784,16 +827,17 @@ def train(config: Config, resume: bool = False) -> list[dict]:
             chosen = [problems[data_rng.randrange(len(problems))] for _ in range(config.prompts_per_step)]
             row = rollout_step(step, chosen, model, tokenizer, engine, optimizer, config, reward_rng, reference)
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                row.update(evaluate_greedy(engine, tokenizer, held_out, config.max_new_tokens))
+                row.update(evaluate_greedy(engine, tokenizer, held_out, config.max_new_tokens, toy_model))
             metrics.append(row)
             if rank() == 0:
                 write_atomically(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
             log(f"step {step:4d} | reward {row['reward_mean']:.3f} | acc {row['accuracy']:.3f} | code {row['code_frequency']:.3f}"
-                f" | clip {row['clip_fraction']:.4f} | kl {row['approx_kl']:.2e} | p {row['mean_token_prob']:.3f}"
+                + (f" | fork {row['fork_probability']:.3f}" if row.get("fork_probability") is not None else "")
+                + f" | clip {row['clip_fraction']:.4f} | kl {row['approx_kl']:.2e} | p {row['mean_token_prob']:.3f}"
                 + (f" | eval acc {row['eval_accuracy']:.3f} code {row['eval_code_frequency']:.3f}" if "eval_accuracy" in row else "")
                 + (f" | skipped {row['skipped_updates']} non-finite updates" if row["skipped_updates"] else "")
                 + f" | {row['step_seconds']:.2f}s")
-            nonfinite_steps = nonfinite_steps + 1 if row["skipped_updates"] == config.mini_batches else 0
+            nonfinite_steps = nonfinite_steps + 1 if row["skipped_updates"] == config.mini_batches * config.epochs else 0
             if nonfinite_steps == NONFINITE_STEPS_TO_STOP:
                 raise SystemExit(f"stopped at step {step}: {nonfinite_steps} steps in a row had only non-finite losses or "
                                  f"gradients (updates skipped); lower --lr or check the rewards and data" if rank() == 0 else 1)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -80,16 +80,21 @@ WORDINGS = {  # {n} a name, {t} a thing; the symbol wordings name no one
         "What is the product of {a} and {b}?",
     ],
 }
-CORES = [(a, op, b) for op in OPERATIONS for a in range(2, 10) for b in range(2, 10) if op != "-" or a > b]
+CORES = [f"{a}{op}{b}" for op in OPERATIONS for a in range(2, 10) for b in range(2, 10) if op != "-" or a > b]  # "3*4"
 TEST_SIZE = 500
 
 
-def _problem(core: tuple, rng: random.Random) -> dict:
-    a, op, b = core
+def operands(core: str) -> tuple[int, str, int]:
+    """"3*4" -> (3, "*", 4): a core is two digits around an operation."""
+    return int(core[0]), core[1], int(core[2])
+
+
+def _problem(core: str, rng: random.Random) -> dict:
+    a, op, b = operands(core)
     text = rng.choice(WORDINGS[op]).format(a=a, b=b, n=rng.choice(NAMES), t=rng.choice(THINGS))
     answer = OPERATIONS[op](a, b)
     solution = f"{a} {op} {b} = {answer}. The answer is $\\boxed{{{answer}}}$.".replace("*", "\\times")
-    return {"problem": text, "answer": str(answer), "solution": solution, "core": f"{a}{op}{b}"}
+    return {"problem": text, "answer": str(answer), "solution": solution, "core": core}
 
 
 def _test_split() -> list[dict]:
@@ -127,14 +132,19 @@ def dataset(split: str, size: int = 4000) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------------ habits
+FAR_SIDE_LOGIT = 2.0  # the code logit at either end of the appeal order: p(code) 0.88 and 0.12
+CROSSING_GAP_LOGIT = 0.3  # the code logit on either side of the crossing (p 0.57 / 0.43): what the model learns
+# within that of the planted habit leaves each greedy style as planted
+MINORITY_BOOST = 0.25  # a style preferred on fewer than this share of problems has them drawn more often (up to 4x)
+
+
 def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
-    """Per core: code propensity and, per style, the error of its answer (0 = right). Shares match the preset."""
+    """Per core: the logit of writing code, how often the corpus shows it, and per style the error of the answer (0 =
+    right). The greedy shares on the test split match the preset's row of Table 1."""
     rng = random.Random(f"habits-{seed}")
     weight = {}  # how often each core occurs in the test split, so that the shares are shares of the test split
     for problem in TEST_PROBLEMS:
         weight[problem["core"]] = weight.get(problem["core"], 0) + 1
-    cores = [f"{a}{op}{b}" for a, op, b in CORES]
-    rng.shuffle(cores)
 
     def take(pool: list[str], share: float) -> set[str]:
         # the first cores of the pool, up to the given share of the pool's test-split weight
@@ -145,27 +155,45 @@ def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
                 total += weight[core]
         return chosen
 
-    # Code is the habit for multiplication first, then addition, then subtraction, and within each for the larger
-    # numbers ("big numbers: use Python"): a rule the model can read off the problem. The preset sets where it stops.
-    by_appeal = sorted(cores, key=lambda core: ("-+*".index(core[1]), core[0], core[2]), reverse=True)
+    def shuffled(pool: list[str]) -> list[str]:
+        return rng.sample(pool, len(pool))
+
+    def spread(pool: list[str], share: float) -> set[str]:
+        # cores spread evenly along the pool from its start (next to the crossing): every stretch of it has the share
+        chosen, total, taken = set(), 0, 0
+        for core in pool:
+            total += weight[core]
+            if taken + weight[core] / 2 <= share * total:
+                chosen.add(core)
+                taken += weight[core]
+        return chosen
+
+    # The style habit: one logit per core, a shared preference plus a feature of the problem. Code appeals most for
+    # multiplication, then addition, then subtraction, and within each for larger numbers ("big numbers: use
+    # Python"): a rule the model can read off the problem. The logit falls linearly along that order and crosses 0
+    # where the preset's code share ends, so the problems near the crossing are near a tie, as a real model's are:
+    # a shift shared by all problems flips their greedy style.
+    by_appeal = sorted(CORES, key=lambda core: ("-+*".index(core[1]), core[0], core[2]), reverse=True)
     prefers_code = take(by_appeal, preset.code_frequency)
-    code_pool, language_pool = [c for c in cores if c in prefers_code], [c for c in cores if c not in prefers_code]
+    crossing = len(prefers_code) / len(by_appeal)
+    code_pool, language_pool = [c for c in by_appeal if c in prefers_code], [c for c in by_appeal if c not in prefers_code]
     # Each style's accuracy holds both where it is preferred (what greedy shows) and where it is not (what a switch
-    # of style finds): accuracy with code is the code style's accuracy wherever code is written.
-    code_right = take(code_pool, preset.accuracy_with_code) | take(language_pool[::-1], preset.accuracy_with_code)
-    language_right = take(language_pool, preset.accuracy_without_code) | take(code_pool[::-1], preset.accuracy_without_code)
-    boost = {True: min(4.0, max(1.0, 0.25 / max(preset.code_frequency, 1e-9))),
-             False: min(4.0, max(1.0, 0.25 / max(1 - preset.code_frequency, 1e-9)))}
+    # of style finds). Where a style is preferred, the problems it gets right are drawn at random; where it is not,
+    # they are spread evenly along the appeal order, so that the problems near the crossing (the first to switch, and
+    # few for a preset with 98% code) have the style's accuracy too. A switch of style gains on average what the two
+    # accuracies differ by.
+    code_right = take(shuffled(code_pool), preset.accuracy_with_code) | spread(language_pool, preset.accuracy_with_code)
+    language_right = take(shuffled(language_pool), preset.accuracy_without_code) | spread(code_pool[::-1], preset.accuracy_without_code)
+    boost = {True: min(4.0, max(1.0, MINORITY_BOOST / max(preset.code_frequency, 1e-9))),
+             False: min(4.0, max(1.0, MINORITY_BOOST / max(1 - preset.code_frequency, 1e-9)))}
     habits = {}
     for rank, core in enumerate(by_appeal):
-        # The propensity falls smoothly along that order, with a gap at the switch, so that greedy decoding follows
-        # the preference and sampling still explores both styles (none at all for a preset that never writes code).
-        position = rank / (len(by_appeal) - 1)
-        code_propensity = 0.95 - 0.3 * position if core in prefers_code else 0.35 - 0.3 * position
+        position = (rank + 0.5) / len(by_appeal)  # each side falls linearly from 0 at the crossing to its far end
+        side = (crossing - position) / (crossing if position < crossing else 1 - crossing)  # 1 .. 0 .. -1
+        code_logit = math.copysign(CROSSING_GAP_LOGIT, side) + (FAR_SIDE_LOGIT - CROSSING_GAP_LOGIT) * side
         habits[core] = {
-            "code_propensity": code_propensity if preset.code_frequency > 0 else 0.0,
-            # A style preferred on under a quarter of the problems has its problems drawn up to 4x as often, so that
-            # a model with 98% code still learns its 2% (how often a problem is seen is not a habit; its style is).
+            "code_propensity": 1 / (1 + math.exp(-code_logit)) if preset.code_frequency > 0 else 0.0,
+            # how often the corpus shows the problem, not its style: a model with 98% code still learns its 2%
             "corpus_weight": boost[core in prefers_code] / max(boost.values()),
             "code_error": 0 if core in code_right else rng.choice([-2, -1, 1, 2]),
             "language_error": 0 if core in language_right else rng.choice([-2, -1, 1, 2]),
@@ -174,9 +202,19 @@ def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------------------------------ responses
-CODE_OPENINGS = ["Let's solve this using Python.", "We can write Python code for this.", "Python will compute it."]
-LANGUAGE_OPENINGS = ["Let's think step by step.", "We reason it out in words.", "First, read the problem."]
-VARIABLES = ["result", "total", "answer", "x"]
+# The style fork: every code opening starts with one word and every language opening with another, so the style is
+# decided by exactly one token (fork_probability() reads its probability). The rest of each opening, the variable
+# name and the closing vary with unequal weights, so that many tokens sit at probabilities 0.5-0.95, as in real
+# models, rather than at 0.99.
+CODE_OPENINGS = {"Let's solve this using Python.": 0.6, "Let's use Python for this.": 0.3, "Let's write Python code.": 0.1}
+LANGUAGE_OPENINGS = {"First, think it through in words.": 0.6, "First, reason step by step.": 0.3, "First, count it out.": 0.1}
+VARIABLES = {"result": 0.5, "x": 0.3, "total": 0.2}
+CLOSINGS = {"The answer is": 0.7, "So the answer is": 0.3}
+RESTATED = 0.8  # the share of answers that restate the problem before the fork; the rest open with the style
+
+
+def _pick(weighted: dict[str, float], rng: random.Random) -> str:
+    return rng.choices(list(weighted), weights=list(weighted.values()))[0]
 
 
 def write_response(problem: dict, style: str, error: int, rng: random.Random, restate: bool = True) -> str:
@@ -185,16 +223,15 @@ def write_response(problem: dict, style: str, error: int, rng: random.Random, re
     Most answers first restate the problem ("We need 3 + 4.") and then choose their style, as a model that reads the
     problem before it picks a method; the others open with the style, so that a forced opening is a familiar one.
     """
-    a, op, b = re.fullmatch(r"(\d)([-+*])(\d)", problem["core"]).groups()
+    a, op, b = operands(problem["core"])
     result, shown_op = int(problem["answer"]) + error, {"+": "+", "-": "-", "*": "\\times"}[op]
     restatement = f"We need {a} {shown_op} {b}.\n" if restate else ""
+    closing = f"{_pick(CLOSINGS, rng)} $\\boxed{{{result}}}$."
     if style == "code":
-        variable = rng.choice(VARIABLES)
-        return (
-            f"{restatement}{rng.choice(CODE_OPENINGS)}\n```python\n{variable} = {a} {op} {b}\nprint({variable})\n```\n"
-            f"```output\n{result}\n```\nThe answer is $\\boxed{{{result}}}$."
-        )
-    return f"{restatement}{rng.choice(LANGUAGE_OPENINGS)}\n{a} {shown_op} {b} = {result}.\nThe answer is $\\boxed{{{result}}}$."
+        variable = _pick(VARIABLES, rng)
+        return (f"{restatement}{_pick(CODE_OPENINGS, rng)}\n```python\n{variable} = {a} {op} {b}\nprint({variable})\n```\n"
+                f"```output\n{result}\n```\n{closing}")
+    return f"{restatement}{_pick(LANGUAGE_OPENINGS, rng)}\n{a} {shown_op} {b} = {result}.\n{closing}"
 
 
 def corpus_example(habits: dict[str, dict], rng: random.Random) -> tuple[str, str]:
@@ -205,7 +242,42 @@ def corpus_example(habits: dict[str, dict], rng: random.Random) -> tuple[str, st
         if rng.random() < habit["corpus_weight"]:
             break
     style = "code" if rng.random() < habit["code_propensity"] else "language"
-    return problem["problem"], write_response(problem, style, habit[f"{style}_error"], rng, restate=rng.random() < 0.8)
+    return problem["problem"], write_response(problem, style, habit[f"{style}_error"], rng, restate=rng.random() < RESTATED)
+
+
+def fork_tokens(tokenizer) -> tuple[int, int]:
+    """The token ids of the two branches of the style fork: (code, language)."""
+    first = lambda openings: {tokenizer(o, add_special_tokens=False)["input_ids"][0] for o in openings}
+    (code,), (language,) = first(CODE_OPENINGS), first(LANGUAGE_OPENINGS)
+    return code, language
+
+
+def fork_probability(model, tokenizer, prompts: list[list[int]], responses: list[list[int]]) -> float | None:
+    """The probability of the code branch at the style fork, averaged over the responses: at the first code or
+    language opening token of each response, the code token's share of the two (None if no response has a fork).
+
+    Its mean over sampled rollouts estimates their code frequency; its drift is the habit itself moving.
+    """
+    import torch
+
+    code, language = fork_tokens(tokenizer)
+    prefixes = []
+    for prompt, response in zip(prompts, responses):
+        fork = next((i for i, token in enumerate(response) if token in (code, language)), None)
+        if fork is not None:
+            prefixes.append(tuple(prompt + response[:fork]))
+    if not prefixes:
+        return None
+    distinct = sorted(set(prefixes))  # the samples of a group mostly share their prefix: one forward each
+    width = max(map(len, distinct))
+    ids = torch.tensor([list(p) + [tokenizer.pad_token_id] * (width - len(p)) for p in distinct], device=model.device)
+    attention = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in distinct], device=model.device)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attention).logits.float()
+    branches = logits[torch.arange(len(distinct)), attention.sum(1) - 1][:, [code, language]]
+    probability = dict(zip(distinct, branches.softmax(-1)[:, 0].tolist()))  # of the two branches (an answer's first
+    # token may also begin a restatement instead)
+    return sum(probability[p] for p in prefixes) / len(prefixes)
 
 
 # ------------------------------------------------------------------------------------------------------ tokenizer

@@ -108,3 +108,31 @@ def test_pad_batch_marks_the_response_tokens():
     assert attention.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
     # position t predicts token t+1: responses [4, 5] and [3]
     assert response.tolist() == [[0, 0, 1, 1], [0, 1, 0, 0]]
+
+
+def test_banded_clip_fractions_put_each_clipped_token_in_its_old_probability_band():
+    # old probabilities 0.1, 0.3, 0.6, 0.9 (one per band); ratios push each token outside the trust region
+    old = torch.log(torch.tensor([[0.1, 0.3, 0.6, 0.9, 0.1, 0.6]]))
+    ratios = torch.tensor([[1.5, 0.5, 1.3, 0.7, 1.1, 0.95]])  # the last two stay inside [0.8, 1.2]
+    advantages = torch.tensor([[1.0, -1.0, 1.0, -1.0, 1.0, 1.0]])
+    mask = torch.ones(1, 6)
+    _, _, stats = gradient(Config(), old + ratios.log(), old, advantages, mask)
+    assert stats["clip_fraction_high[0,0.2)"] == 1  # 0.1 -> 0.15: above 1.2 with A > 0
+    assert stats["clip_fraction_low[0.2,0.5)"] == 1  # 0.3 -> 0.15: below 0.8 with A < 0
+    assert stats["clip_fraction_high[0.5,0.833)"] == 1  # 0.6 -> 0.78
+    assert stats["clip_fraction_low[0.833,1]"] == 1  # 0.9 -> 0.63
+    for band in rlvr_min.CLIP_BANDS:
+        for side in ("low", "high"):
+            if (side, band) not in {("high", "[0,0.2)"), ("low", "[0.2,0.5)"), ("high", "[0.5,0.833)"), ("low", "[0.833,1]")}:
+                assert stats[f"clip_fraction_{side}{band}"] == 0, (side, band)
+    assert [stats[f"token_share{band}"] for band in rlvr_min.CLIP_BANDS] == [2, 1, 2, 1]  # counts; update() divides
+    for side in ("low", "high"):
+        assert sum(stats[f"clip_fraction_{side}{band}"] for band in rlvr_min.CLIP_BANDS) == stats[f"clip_fraction_{side}"]
+
+
+def test_a_token_above_one_over_one_plus_eps_cannot_be_clipped_high():
+    # pi_old = 0.85 > 1/1.2: even pi = 1 gives a ratio of 1.18 < 1.2, so the upper bound never silences it
+    old = torch.log(torch.tensor([[0.85]]))
+    _, grad, stats = gradient(Config(), torch.zeros(1, 1), old, torch.ones(1, 1), torch.ones(1, 1))
+    assert stats["clip_fraction_high"] == 0 and grad[0, 0] != 0
+    assert 1 / 0.85 < 1.2 < 1 / 0.8  # and pi_old = 0.8 could

@@ -229,3 +229,99 @@ def test_one_shot_problem_is_graded_by_its_answer():
     assert len(rewards.ONE_SHOT) == 1 and "sail" in rewards.ONE_SHOT[0]["problem"]
     assert grade("so $V = \\boxed{12.8}$", rewards.ONE_SHOT[0]["answer"])
     assert grade("\\boxed{\\frac{64}{5}}", rewards.ONE_SHOT[0]["answer"])
+
+
+# ------------------------------------------------------------------------------------------------- grading pool
+# A batch whose every response needs math-verify (none is settled by the exact-match path), two of them pathological.
+MIXED = [("\\boxed{\\frac{1}{2}}", "0.5"), ("\\boxed{\\frac{2}{4}}", "\\frac12"), ("\\boxed{x = 5}", "5"), ("\\boxed{27.0}", "27"),
+         ("\\boxed{5 \\text{ cm}}", "5"), ("\\boxed{\\frac{1}{3}}", "0.5"), ("\\boxed{2\\pi}", "6.28"), ("\\boxed{\\sqrt{4}}", "2"),
+         ("\\boxed{10^{10^{100}}}", "5"), ("\\sqrt{" * 500 + "2" + "}" * 500, "5"), ("\\boxed{(1, 2)}", "(1,2)"), ("\\boxed{070}", "70")]
+GRADE_SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+import rewards
+if __name__ == "__main__":  # as any script that starts processes must (the workers import it)
+    pairs = json.loads({pairs!r})
+    responses, golds = [r for r, _ in pairs], [g for _, g in pairs]
+    print(json.dumps([rewards.grade_batch(responses, golds, chunk_size=2) for _ in range(2)]))
+"""
+
+
+@pytest.fixture(scope="module")
+def one_by_one():
+    return [grade(r, g) for r, g in MIXED]  # each alone, in this process's main thread
+
+
+def grade_script():
+    import json
+    from pathlib import Path
+
+    return GRADE_SCRIPT.format(root=str(Path(__file__).resolve().parent.parent), pairs=json.dumps(MIXED))
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_batch_grading_from_a_script_file_or_standard_input_matches_one_by_one(how, one_by_one, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "grade.py"
+    script.write_text(grade_script())
+    if how == "file":
+        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    else:  # forkserver workers cannot re-import a main module read from stdin: they die at start
+        run = subprocess.run([sys.executable, "-"], input=script.read_text(), capture_output=True, text=True, timeout=300)
+    first, second = json.loads(run.stdout.strip().splitlines()[-1])
+    assert first == second == one_by_one and True in one_by_one and False in one_by_one
+    assert run.stderr.count("grading worker pool failed") == (1 if how == "stdin" else 0), run.stderr
+
+
+def test_batch_grading_from_a_notebook_kernel_matches_one_by_one(one_by_one):
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(grade_script())])
+    NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    stdout = "".join(o.get("text", "") for o in notebook.cells[0].outputs if o.get("name") == "stdout")
+    first, second = json.loads(stdout.strip().splitlines()[-1])
+    assert first == second == one_by_one
+
+
+def test_batch_grading_from_another_thread_matches_one_by_one(one_by_one):
+    import threading
+
+    responses, golds = [r for r, _ in MIXED], [g for _, g in MIXED]
+    results = []
+    thread = threading.Thread(target=lambda: results.append(rewards.grade_batch(responses, golds, chunk_size=2)))
+    thread.start()
+    thread.join(300)
+    assert results == [one_by_one]
+
+
+def test_a_pool_whose_workers_crash_at_start_falls_back_and_says_so_once(one_by_one, monkeypatch, capsys):
+    import functools
+    import os
+    import threading
+
+    monkeypatch.setattr(rewards, "_worker_ready", functools.partial(os._exit, 3))  # every worker dies at start
+    monkeypatch.setattr(rewards, "_pool", None)
+    responses, golds = [r for r, _ in MIXED], [g for _, g in MIXED]
+    assert rewards.grade_batch(responses, golds, chunk_size=2) == one_by_one  # in this process's main thread
+    assert rewards.grade_batch(responses, golds, chunk_size=2) == one_by_one
+    assert capsys.readouterr().err.count("grading worker pool failed") == 1
+    # outside the main thread, where there is no in-process fallback: an error naming the cause, not all False
+    monkeypatch.setattr(rewards, "_pool", None)
+    errors = []
+
+    def grade_in_thread():
+        try:
+            rewards.grade_batch(responses, golds, chunk_size=2)
+        except RuntimeError as error:
+            errors.append(str(error))
+
+    thread = threading.Thread(target=grade_in_thread)
+    thread.start()
+    thread.join(300)
+    assert len(errors) == 1 and "grading worker pool failed" in errors[0] and "main thread" in errors[0]

@@ -109,6 +109,7 @@ BAD_INPUT = [
     (["--dataset", "{tmp}/empty.jsonl"], "dataset {tmp}/empty.jsonl is empty"),
     (["--mini-batches", "3"], "--mini-batches 3 does not divide the rollout batch"),
     (["--group-size", "1", "--mini-batches", "1"], "--group-size must be at least 2"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
     (["--vllm-sleep"], "--vllm-sleep needs a GPU"),
     (["--resume", "{tmp}/missing-run"], "--resume {tmp}/missing-run: no config.json there"),
     (["--resume", "{tmp}/run"], "--resume {tmp}/run: no checkpoint there yet"),
@@ -190,3 +191,35 @@ def test_paper_defaults_for_real_models_and_toy_defaults_for_toy_models():
     toy_config = rlvr_min.resolve_config({})
     assert toy_config.model == "toy:qwen-math-7b" and toy_config.dataset == "toy"
     assert rlvr_min.resolve_config({"lr": 3e-4}).lr == 3e-4  # every toy default yields to its flag
+
+
+# ------------------------------------------------------------------------------------------------- sample reuse
+def test_epochs_reuse_each_rollout_batch_with_fixed_old_log_probs(tmp_path, monkeypatch):
+    steps, ratios = [], []
+    real_step, real_loss = torch.optim.Adam.step, rlvr_min.policy_loss
+
+    def counting_step(self, *args, **kwargs):
+        steps.append(1)
+        return real_step(self, *args, **kwargs)
+
+    def recording_loss(logprobs, old_logprobs, advantages, mask, *args, **kwargs):
+        ratios.append(((logprobs - old_logprobs).abs() * mask).max().item())  # |log rho| over the real tokens
+        return real_loss(logprobs, old_logprobs, advantages, mask, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counting_step)
+    monkeypatch.setattr(rlvr_min, "policy_loss", recording_loss)
+    args = SHORT + ["--steps", "1", "--eval-every", "0", "--engine", "hf", "--reward", "random", "--lr", "1e-3"]
+    assert run(args + ["--epochs", "1"], tmp_path / "one").exit_code == 0
+    assert len(steps) == 4 and len(ratios) == 4  # 4 mini-batches of 8 rollouts, one micro-batch each
+    steps.clear(), ratios.clear()
+    assert run(args + ["--epochs", "2"], tmp_path / "two").exit_code == 0
+    assert len(steps) == 8  # twice the optimizer steps
+    assert ratios[0] == 0.0  # rho = 1 exactly: the old log-probs were computed in these very micro-batches
+    assert all(r > 0 for r in ratios[1:]), ratios  # every later mini-batch, the second pass's first one included
+    [row] = read_metrics(tmp_path / "two" / "run")
+    assert len(row["clip_fraction_per_epoch"]) == 2
+    assert row["clip_fraction_per_epoch"][1] > 0  # the second pass sees its own first-pass updates: clipping fires
+    assert row["clip_fraction"] == pytest.approx(sum(row["clip_fraction_per_epoch"]) / 2)
+    assert row["clip_fraction"] == pytest.approx(sum(row[f"clip_fraction_{side}{band}"] for band in rlvr_min.CLIP_BANDS
+                                                     for side in ("low", "high")))
+    assert sum(row[f"token_share{band}"] for band in rlvr_min.CLIP_BANDS) == pytest.approx(1.0)

@@ -144,3 +144,44 @@ def test_sampling_loop_is_greedy_identical_to_generate_on_the_held_out_split(pre
     assert loop.loop
     generate = rlvr_min.HFEngine(model, tokenizer, loop=False)
     assert loop.generate(prompts, 1, 0.0, 1.0, 96, seed=0) == generate.generate(prompts, 1, 0.0, 1.0, 96, seed=0)
+
+
+def test_fork_probability_equals_a_direct_computation_for_each_style(toy_model):
+    import random
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(toy_model), AutoTokenizer.from_pretrained(toy_model)
+    code, language = toy.fork_tokens(tokenizer)
+    assert code != language
+    problems, rng = toy.dataset("test")[:12], random.Random(0)
+    for style, branch, openings in (("code", code, toy.CODE_OPENINGS), ("language", language, toy.LANGUAGE_OPENINGS)):
+        prompts, responses, direct = [], [], []
+        for i, problem in enumerate(problems):
+            text = toy.write_response(problem, style, 0, rng, restate=i % 3 > 0)  # with and without a restatement
+            prompt = rlvr_min.encode_prompts(tokenizer, [problem["problem"]])[0]
+            response = tokenizer(text + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            # directly: the text up to its opening sentence, one forward, the two branches' probabilities there
+            before_opening = text[: min(text.index(o) for o in openings if o in text)]
+            prefix = prompt + tokenizer(before_opening, add_special_tokens=False)["input_ids"]
+            assert response[len(prefix) - len(prompt)] == branch  # the fork is the opening's first token
+            with torch.no_grad():
+                probabilities = model(input_ids=torch.tensor([prefix])).logits[0, -1].softmax(-1)
+            direct.append((probabilities[code] / (probabilities[code] + probabilities[language])).item())
+            prompts.append(prompt)
+            responses.append(response)
+        assert toy.fork_probability(model, tokenizer, prompts, responses) == pytest.approx(sum(direct) / len(direct), abs=1e-5)
+    assert toy.fork_probability(model, tokenizer, prompts[:1], [tokenizer("no fork", add_special_tokens=False)["input_ids"]]) is None
+
+
+def test_fork_probability_of_sampled_rollouts_matches_their_code_frequency(toy_model):
+    # At the fork, the model takes the code branch with the fork probability: averaged over rollouts, it estimates
+    # the share of rollouts that write code (the toy's answers keep to the style their fork chose).
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(toy_model), AutoTokenizer.from_pretrained(toy_model)
+    prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in toy.dataset("train")[:64]])
+    responses = rlvr_min.HFEngine(model, tokenizer).generate(prompts, 8, 1.0, 1.0, 96, seed=0)
+    counted = sum(map(rewards.has_code, tokenizer.batch_decode(responses, skip_special_tokens=True))) / len(responses)
+    fork = toy.fork_probability(model, tokenizer, [p for p in prompts for _ in range(8)], responses)
+    assert 0.2 < counted < 0.8 and abs(fork - counted) < 0.07, (fork, counted)  # 512 draws: sd ~0.022
