@@ -203,12 +203,13 @@ def run_summary(metrics: list[dict]) -> dict:
     """One run: its greedy held-out trajectory, the change from the base model, and its mean clip fraction."""
     evaluated = [m for m in metrics if "eval_accuracy" in m]
     trajectory = [{"step": m["step"], "accuracy": m["eval_accuracy"], "code_frequency": m["eval_code_frequency"],
-                   "fork_probability": m.get("eval_fork_probability")} for m in evaluated]
+                   "fork_probability": m.get("eval_fork_probability"), "fork_polarisation": m.get("eval_fork_polarisation")}
+                  for m in evaluated]
     trained = [m for m in metrics if "accuracy" in m]
     first, last = trained[: max(len(trained) // 10, 1)], trained[-max(len(trained) // 10, 1):]  # the first and last tenth
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)
-    change = {key: trajectory[-1][key] - trajectory[0][key] if trajectory[0][key] is not None else None
-              for key in ("accuracy", "code_frequency", "fork_probability")}
+    change = {key: trajectory[-1][key] - trajectory[0][key] if None not in (trajectory[0][key], trajectory[-1][key]) else None
+              for key in ("accuracy", "code_frequency", "fork_probability", "fork_polarisation")}
     change["mean_token_prob"] = mean(last, "mean_token_prob") - mean(first, "mean_token_prob")
     return {"trajectory": trajectory, "change": change,
             **{key: mean(trained, key) for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high")}}
@@ -402,7 +403,7 @@ def sweep_command(conditions, seeds, regime, out, flags):
     for condition, row in result["summary"].items():
         show = lambda key: "{median:+.3f} [{min:+.3f}, {max:+.3f}]".format(**row[key]) if key in row else "-"
         click.echo(f"{condition:>12}: code {show('code_frequency_change')}  accuracy {show('accuracy_change')}  "
-                   f"fork {show('fork_probability_change')}  token prob {show('mean_token_prob_change')}  "
+                   f"fork {show('fork_probability_change')}  polarisation {show('fork_polarisation_change')}  token prob {show('mean_token_prob_change')}  "
                    f"clip {row['clip_fraction_median']:.4f}  seeds code +0.10 and accuracy up: "
                    f"{row['seeds_code_up_0.10_and_accuracy_up']}/{row['seeds']}")
     click.echo(f"{Path(out) / 'sweep.json'}, {Path(out) / 'sweep.png'}")

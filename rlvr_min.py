@@ -62,8 +62,8 @@ class Config:
     steps: int = knob(300, "Rollout steps.")
     seed: int = knob(0, "Seed of data order, sampling, random rewards and weights: same seed, same run on a CPU.")
     out: str = knob("runs/latest", "Run directory (config.json, metrics.jsonl, plot.png, checkpoint-*).")
-    engine: str = knob("auto", "Rollout engine: vllm, hf (generate), or auto (vLLM where installed and on a GPU).",
-                       ("auto", "hf", "vllm"))
+    engine: str = knob("auto", "Rollout engine: vllm, hf (the training model samples), or auto (vLLM where installed "
+                               "and on a GPU).", ("auto", "hf", "vllm"))
     prompts_per_step: int = knob(64, "Prompts sampled per step.")
     group_size: int = knob(16, "G, samples per prompt.")
     max_prompt_tokens: int = knob(1024, "Longest prompt, in tokens (longer ones keep their end).")
@@ -663,14 +663,19 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
 
 def evaluate_greedy(engine, tokenizer, problems: list[dict], max_new_tokens: int, toy_model=None) -> dict:
     """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol), split over processes;
-    for a toy model also the probability of code at the style fork of each greedy answer."""
+    for a toy model also the probability of code at the style fork of the greedy answers: its mean, and its mean
+    distance from 0.5."""
     prompts = encode_prompts(tokenizer, [p["problem"] for p in problems])
     responses = gather(engine.generate(own_share(prompts), 1, 0.0, 1.0, max_new_tokens, seed=0))
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     correct = rewards.grade_batch(texts, [p["answer"] for p in problems])
     result = {"eval_accuracy": sum(correct) / len(correct), "eval_code_frequency": sum(map(rewards.has_code, texts)) / len(texts)}
     if toy_model is not None:
-        result["eval_fork_probability"] = toy.fork_probability(toy_model, tokenizer, prompts, responses)
+        forks = [p for p in toy.fork_probabilities(toy_model, tokenizer, prompts, responses) if p is not None]
+        result["eval_fork_probability"] = sum(forks) / len(forks) if forks else None
+        # How decided each problem's style is: a push toward each problem's own preference, both ways, raises it
+        # while the greedy code frequency, which sees only the side of 0.5, stays put.
+        result["eval_fork_polarisation"] = sum(abs(p - 0.5) for p in forks) / len(forks) if forks else None
     return result
 
 

@@ -252,32 +252,35 @@ def fork_tokens(tokenizer) -> tuple[int, int]:
     return code, language
 
 
-def fork_probability(model, tokenizer, prompts: list[list[int]], responses: list[list[int]]) -> float | None:
-    """The probability of the code branch at the style fork, averaged over the responses: at the first code or
-    language opening token of each response, the code token's share of the two (None if no response has a fork).
-
-    Its mean over sampled rollouts estimates their code frequency; its drift is the habit itself moving.
-    """
+def fork_probabilities(model, tokenizer, prompts: list[list[int]], responses: list[list[int]]) -> list[float | None]:
+    """Per response, the probability of the code branch at the style fork: at its first code or language opening
+    token, the code token's share of the two (an answer's first token may also begin a restatement); None where the
+    response has no fork."""
     import torch
 
     code, language = fork_tokens(tokenizer)
     prefixes = []
     for prompt, response in zip(prompts, responses):
         fork = next((i for i, token in enumerate(response) if token in (code, language)), None)
-        if fork is not None:
-            prefixes.append(tuple(prompt + response[:fork]))
-    if not prefixes:
-        return None
-    distinct = sorted(set(prefixes))  # the samples of a group mostly share their prefix: one forward each
+        prefixes.append(None if fork is None else tuple(prompt + response[:fork]))
+    distinct = sorted(set(prefixes) - {None})  # the samples of a group mostly share their prefix: one forward each
+    if not distinct:
+        return [None] * len(prefixes)
     width = max(map(len, distinct))
     ids = torch.tensor([list(p) + [tokenizer.pad_token_id] * (width - len(p)) for p in distinct], device=model.device)
     attention = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in distinct], device=model.device)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=attention).logits.float()
     branches = logits[torch.arange(len(distinct)), attention.sum(1) - 1][:, [code, language]]
-    probability = dict(zip(distinct, branches.softmax(-1)[:, 0].tolist()))  # of the two branches (an answer's first
-    # token may also begin a restatement instead)
-    return sum(probability[p] for p in prefixes) / len(prefixes)
+    probability = dict(zip(distinct, branches.softmax(-1)[:, 0].tolist()))
+    return [None if p is None else probability[p] for p in prefixes]
+
+
+def fork_probability(model, tokenizer, prompts: list[list[int]], responses: list[list[int]]) -> float | None:
+    """The mean fork probability of the responses that have a fork (None if none has). Over sampled rollouts it
+    estimates their code frequency; its drift is the habit itself moving."""
+    forks = [p for p in fork_probabilities(model, tokenizer, prompts, responses) if p is not None]
+    return sum(forks) / len(forks) if forks else None
 
 
 # ------------------------------------------------------------------------------------------------------ tokenizer

@@ -170,8 +170,11 @@ def test_fork_probability_equals_a_direct_computation_for_each_style(toy_model):
             direct.append((probabilities[code] / (probabilities[code] + probabilities[language])).item())
             prompts.append(prompt)
             responses.append(response)
+        assert toy.fork_probabilities(model, tokenizer, prompts, responses) == pytest.approx(direct, abs=1e-5)
         assert toy.fork_probability(model, tokenizer, prompts, responses) == pytest.approx(sum(direct) / len(direct), abs=1e-5)
-    assert toy.fork_probability(model, tokenizer, prompts[:1], [tokenizer("no fork", add_special_tokens=False)["input_ids"]]) is None
+    no_fork = tokenizer("no fork", add_special_tokens=False)["input_ids"]
+    assert toy.fork_probabilities(model, tokenizer, prompts[:2], [no_fork, responses[1]])[0] is None
+    assert toy.fork_probability(model, tokenizer, prompts[:1], [no_fork]) is None
 
 
 def test_fork_probability_of_sampled_rollouts_matches_their_code_frequency(toy_model):
