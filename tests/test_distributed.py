@@ -44,7 +44,8 @@ def test_two_processes_make_the_same_update_as_one(tmp_path, toy_model):
     moved = max((one[name] - base[name]).abs().max().item() for name in one)
     differs = max((one[name] - two[name]).abs().max().item() for name in one)
     assert moved > 1e-3  # the step changed the weights (4 Adam updates at lr 1e-3)...
-    assert differs < 1e-5  # ...and two processes changed them as one did, to float rounding (measured: 4.5e-6)
+    # ...and two processes changed them as one did, to float rounding, which Adam enlarges where a gradient is near 0
+    assert differs < 1e-4  # (measured: 4.5e-6 on the earlier toy, 1.9e-5 on this one; one update moves up to 1e-3)
     [base_one, row_one], [base_two, row_two] = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert base_one == base_two  # the base model's greedy answers, decoded whole in one process or split over two
     assert row_one["eval_accuracy"] == row_two["eval_accuracy"]

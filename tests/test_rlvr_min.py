@@ -34,11 +34,13 @@ def test_short_run_writes_everything_and_changes_the_policy(engine, tmp_path, to
     assert result.exit_code == 0, result.output
     metrics = read_metrics(tmp_path / "run")
     assert [m["step"] for m in metrics] == [0, 1, 2]  # step 0: the base model's evaluation
-    assert set(metrics[0]) == {"step", "eval_accuracy", "eval_code_frequency"}
-    required = {"step", "reward_mean", "accuracy", "code_frequency", "clip_fraction", "clip_fraction_low",
-                "clip_fraction_high", "approx_kl", "entropy", "mean_token_prob", "response_length", "step_seconds",
-                "eval_accuracy", "eval_code_frequency"}
-    assert required <= set(metrics[-1])
+    evaluation = {"eval_accuracy", "eval_code_frequency", "eval_fork_probability", "eval_fork_polarisation"}  # a toy
+    assert set(metrics[0]) == {"step"} | evaluation
+    required = {"step", "reward_mean", "accuracy", "code_frequency", "fork_probability", "clip_fraction",
+                "clip_fraction_low", "clip_fraction_high", "clip_fraction_high[0.5,0.833)", "token_share[0.833,1]",
+                "clip_fraction_per_epoch", "approx_kl", "entropy", "mean_token_prob", "response_length", "step_seconds"}
+    assert required | evaluation <= set(metrics[-1])
+    assert 0 <= metrics[0]["eval_fork_polarisation"] <= 0.5 and 0 < metrics[0]["eval_fork_probability"] < 1
     for m in metrics[1:]:
         assert 0 <= m["accuracy"] <= 1 and 0 <= m["code_frequency"] <= 1 and 0 < m["mean_token_prob"] <= 1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
