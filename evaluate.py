@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -181,20 +182,15 @@ def run_config(args: list[str]) -> rlvr_min.Config:
 def sweep_summary(runs: list[dict]) -> dict:
     """Per condition: the median and range over seeds of each run's change in greedy held-out figures, and how many
     seeds gained at least 0.10 in code frequency together with accuracy."""
-    def median(values):
-        ordered = sorted(values)
-        middle = len(ordered) // 2
-        return (ordered[middle] + ordered[~middle]) / 2 if ordered else None
-
     summary = {}
     for condition in dict.fromkeys(run["condition"] for run in runs):
         chosen = [run for run in runs if run["condition"] == condition]
         figures = {key: [run["change"][key] for run in chosen if run["change"].get(key) is not None] for key in chosen[0]["change"]}
         summary[condition] = {
             "seeds": len(chosen),
-            **{f"{key}_change": {"median": median(values), "min": min(values), "max": max(values)} for key, values in figures.items() if values},
+            **{f"{key}_change": {"median": statistics.median(values), "min": min(values), "max": max(values)} for key, values in figures.items() if values},
             "seeds_code_up_0.10_and_accuracy_up": sum(run["change"]["code_frequency"] >= 0.10 and run["change"]["accuracy"] > 0 for run in chosen),
-            **{f"{key}_median": median([run[key] for run in chosen]) for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high")},
+            **{f"{key}_median": statistics.median(run[key] for run in chosen) for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high")},
         }
     return summary
 
@@ -270,9 +266,9 @@ def plot_sweep(result: dict, path: Path) -> None:
             for run in runs:
                 axis.plot([p["step"] for p in run["trajectory"]], [p[key] for p in run["trajectory"]], color="C0", alpha=0.35, lw=1)
             steps = [p["step"] for p in runs[0]["trajectory"]]
-            medians = [sorted(run["trajectory"][i][key] for run in runs if i < len(run["trajectory"]))
+            medians = [statistics.median(run["trajectory"][i][key] for run in runs if i < len(run["trajectory"]))
                        for i in range(len(steps))]
-            axis.plot(steps, [(v[len(v) // 2] + v[~(len(v) // 2)]) / 2 for v in medians], color="C3", lw=2.5, label="median")
+            axis.plot(steps, medians, color="C3", lw=2.5, label="median")
             axis.set_title(f"{condition}: {key.replace('_', ' ')}", fontsize=10)
             axis.set_ylim(-0.02, 1.02)
             axis.set_xlabel("step")

@@ -604,10 +604,10 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     batch_rewards = rewards.compute_rewards(config.reward, rollouts)
     correct = rollouts.correct  # graded once, whether or not the reward is ground truth
     code = [rewards.has_code(text) for text in texts]
+    prompt_of = [prompt_ids[i // config.group_size] for i in range(len(responses))]  # each response's prompt
     habit = {}  # the toy's code habit itself: the probability of code at the style fork, before this step's update
     if config.model.startswith("toy:"):
-        habit["fork_probability"] = toy.fork_probability(model, tokenizer, [prompt_ids[i // config.group_size]
-                                                                            for i in range(len(responses))], responses)
+        habit["fork_probability"] = toy.fork_probability(model, tokenizer, prompt_of, responses)
     timings["reward_seconds"] = time.perf_counter() - started
 
     # 4. advantages: normalised within each group, one number per response
@@ -617,7 +617,7 @@ def rollout_step(step: int, problems: list[dict], model, tokenizer, engine, opti
     # 5. old log-probs, recomputed by the training model, in the very micro-batches of the update (so that rho = 1
     #    exactly on the first mini-batch); each process fills in the rows of its share
     started = time.perf_counter()
-    sequences = [prompt_ids[i // config.group_size] + response for i, response in enumerate(responses)]
+    sequences = [prompt + response for prompt, response in zip(prompt_of, responses)]
     ids, attention, mask = pad_batch(sequences, [len(r) for r in responses], tokenizer.pad_token_id)
     shuffle = torch.Generator().manual_seed(config.seed + step)  # a new order for each pass over the batch
     passes = [partition(torch.randperm(len(sequences), generator=shuffle).tolist(), config) for _ in range(config.epochs)]
