@@ -11,14 +11,18 @@ Generation goes through rlvr_min.py's engines (vLLM or HF); grading and code det
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import statistics
+import sys
 from collections import Counter
 from pathlib import Path
 
 import click
 
+import infra
 import rewards
 import rlvr_min
 import toy
@@ -47,13 +51,15 @@ def load_benchmark(name: str, data_dir: str | None) -> tuple[list[dict], int, fl
     raise click.UsageError(f"unknown dataset {name!r}; choose {', '.join(BENCHMARKS)} or a .jsonl file")
 
 
-def generate_responses(config: rlvr_min.Config, problems: list[dict], samples: int, temperature: float,
-                       system: str, prefix: str) -> list[str]:
+def generate_responses(
+    config: rlvr_min.Config, problems: list[dict], samples: int, temperature: float, system: str, prefix: str
+) -> list[str]:
     """`samples` responses per problem (grouped), through rlvr_min's engine; a prefix is part of the response."""
-    model, tokenizer, engine = rlvr_min.load_policy(config)
-    prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in problems], system, prefix)
-    outputs = engine.generate(prompts, samples, temperature, 1.0, config.max_new_tokens, seed=config.seed)
-    return [prefix + text for text in tokenizer.batch_decode(outputs, skip_special_tokens=True)]
+    _, tokenizer, engine = infra.load_policy(config)
+    _, _, texts = rlvr_min.generate(
+        engine, tokenizer, problems, config, samples, temperature, config.seed, system, prefix
+    )
+    return [prefix + text for text in texts]
 
 
 def score(problems: list[dict], texts: list[str], samples: int) -> dict:
@@ -76,8 +82,14 @@ def score(problems: list[dict], texts: list[str], samples: int) -> dict:
         "boxed_fraction": fraction([rewards.extract_answer(t) is not None for t in texts]),
         "mean_response_characters": fraction([len(t) for t in texts]),
         "responses": [
-            {"problem": p["problem"], "answer": str(p["answer"]), "response": t, "extracted": rewards.extract_answer(t),
-             "correct": c, "has_code": k}
+            {
+                "problem": p["problem"],
+                "answer": str(p["answer"]),
+                "response": t,
+                "extracted": rewards.extract_answer(t),
+                "correct": c,
+                "has_code": k,
+            }
             for p, t, c, k in zip(per_sample, texts, correct, code)
         ],
     }
@@ -85,28 +97,47 @@ def score(problems: list[dict], texts: list[str], samples: int) -> dict:
 
 def summary_table(result: dict, title: str) -> str:
     rows = [("problems", result["n"]), ("samples per problem", result["samples_per_problem"])]
-    rows += [(key.replace("_", " "), result[key]) for key in
-             ("accuracy", f"pass_at_{result['samples_per_problem']}", "code_frequency", "accuracy_with_code",
-              "accuracy_without_code", "boxed_fraction", "mean_response_characters")]
-    show = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) and v <= 1 else str(round(v, 1)) if isinstance(v, float) else str(v))
+    rows += [
+        (key.replace("_", " "), result[key])
+        for key in (
+            "accuracy",
+            f"pass_at_{result['samples_per_problem']}",
+            "code_frequency",
+            "accuracy_with_code",
+            "accuracy_without_code",
+            "boxed_fraction",
+            "mean_response_characters",
+        )
+    ]
+    show = lambda v: (
+        "-"
+        if v is None
+        else (f"{v:.3f}" if isinstance(v, float) and v <= 1 else str(round(v, 1)) if isinstance(v, float) else str(v))
+    )
     return "\n".join([title] + [f"  {name:<24} {show(value)}" for name, value in rows])
 
 
 def write_json(path: Path, data) -> None:
-    rlvr_min.write_atomically(path, json.dumps(data, indent=1))
+    infra.write_atomically(path, json.dumps(data, indent=1))
 
 
-def run_evaluation(model: str, dataset: str, system: str, prefix: str, max_new_tokens: int, engine: str,
-                   data_dir: str | None, seed: int, limit: int | None) -> dict:
+def generation_config(model: str, max_new_tokens: int | None, engine: str, seed: int) -> rlvr_min.Config:
+    """rlvr_min.py's configuration for this model (the toy's lengths for a toy, the paper's for any other)."""
+    flags = {"model": model, "max_new_tokens": max_new_tokens, "engine": engine, "seed": seed}
+    config = rlvr_min.resolve_config(flags)
+    rlvr_min.check_config(config)
+    return config
+
+
+def run_evaluation(config: rlvr_min.Config, dataset: str, system: str, prefix: str, data_dir: str | None,
+                   limit: int | None) -> dict:  # fmt: skip
     problems, samples, temperature = load_benchmark(dataset, data_dir)
     problems = problems[:limit] if limit else problems
     if not problems:
         raise click.UsageError(f"dataset {dataset} is empty")
-    config = rlvr_min.Config(model=model, engine=engine, max_new_tokens=max_new_tokens, seed=seed,
-                             max_prompt_tokens=1024 if not model.startswith("toy:") else 128)
-    rlvr_min.check_config(config)
     texts = generate_responses(config, problems, samples, temperature, system, prefix)
-    return {"model": model, "dataset": dataset, "system": system, "prefix": prefix, **score(problems, texts, samples)}
+    return {"model": config.model, "dataset": dataset, "system": system, "prefix": prefix,
+            **score(problems, texts, samples)}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------- compare
@@ -115,18 +146,25 @@ def strategy_switching(before: dict, after: dict) -> dict:
 
     The share of a group is its change in correct answers over the total change: the paper's partial contribution.
     """
+
     def by_problem(result):
         groups = {}
         for record in result["responses"]:
             groups.setdefault(record["problem"], []).append(record)
-        return {p: (sum(r["has_code"] for r in rs) * 2 > len(rs), sum(r["correct"] for r in rs) / len(rs))
-                for p, rs in groups.items()}
+        return {
+            p: (sum(r["has_code"] for r in rs) * 2 > len(rs), sum(r["correct"] for r in rs) / len(rs))
+            for p, rs in groups.items()
+        }
 
     first, second = by_problem(before), by_problem(after)
     if set(first) != set(second):
         raise click.UsageError("the two result files evaluate different problems")
     name = lambda is_code: "Code" if is_code else "Lang"
-    table = {f"{a}->{b}": {"count": 0, "accuracy_before": 0.0, "accuracy_after": 0.0} for a in ("Code", "Lang") for b in ("Code", "Lang")}
+    table = {
+        f"{a}->{b}": {"count": 0, "accuracy_before": 0.0, "accuracy_after": 0.0}
+        for a in ("Code", "Lang")
+        for b in ("Code", "Lang")
+    }
     for problem, (code_before, accuracy_before) in first.items():
         code_after, accuracy_after = second[problem]
         row = table[f"{name(code_before)}->{name(code_after)}"]
@@ -185,12 +223,24 @@ def sweep_summary(runs: list[dict]) -> dict:
     summary = {}
     for condition in dict.fromkeys(run["condition"] for run in runs):
         chosen = [run for run in runs if run["condition"] == condition]
-        figures = {key: [run["change"][key] for run in chosen if run["change"].get(key) is not None] for key in chosen[0]["change"]}
+        figures = {
+            key: [run["change"][key] for run in chosen if run["change"].get(key) is not None]
+            for key in chosen[0]["change"]
+        }
         summary[condition] = {
             "seeds": len(chosen),
-            **{f"{key}_change": {"median": statistics.median(values), "min": min(values), "max": max(values)} for key, values in figures.items() if values},
-            "seeds_code_up_0.10_and_accuracy_up": sum(run["change"]["code_frequency"] >= 0.10 and run["change"]["accuracy"] > 0 for run in chosen),
-            **{f"{key}_median": statistics.median(run[key] for run in chosen) for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high")},
+            **{
+                f"{key}_change": {"median": statistics.median(values), "min": min(values), "max": max(values)}
+                for key, values in figures.items()
+                if values
+            },
+            "seeds_code_up_0.10_and_accuracy_up": sum(
+                run["change"]["code_frequency"] >= 0.10 and run["change"]["accuracy"] > 0 for run in chosen
+            ),
+            **{
+                f"{key}_median": statistics.median(run[key] for run in chosen)
+                for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high")
+            },
         }
     return summary
 
@@ -198,53 +248,94 @@ def sweep_summary(runs: list[dict]) -> dict:
 def run_summary(metrics: list[dict]) -> dict:
     """One run: its greedy held-out trajectory, the change from the base model, and its mean clip fraction."""
     evaluated = [m for m in metrics if "eval_accuracy" in m]
-    trajectory = [{"step": m["step"], "accuracy": m["eval_accuracy"], "code_frequency": m["eval_code_frequency"],
-                   "fork_probability": m.get("eval_fork_probability"), "fork_polarisation": m.get("eval_fork_polarisation")}
-                  for m in evaluated]
+    trajectory = [
+        {
+            "step": m["step"],
+            "accuracy": m["eval_accuracy"],
+            "code_frequency": m["eval_code_frequency"],
+            "fork_probability": m.get("eval_fork_probability"),
+            "fork_polarisation": m.get("eval_fork_polarisation"),
+        }
+        for m in evaluated
+    ]
     trained = [m for m in metrics if "accuracy" in m]
-    first, last = trained[: max(len(trained) // 10, 1)], trained[-max(len(trained) // 10, 1):]  # the first and last tenth
+    first, last = (
+        trained[: max(len(trained) // 10, 1)],
+        trained[-max(len(trained) // 10, 1) :],
+    )  # the first and last tenth
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)
-    change = {key: trajectory[-1][key] - trajectory[0][key] if None not in (trajectory[0][key], trajectory[-1][key]) else None
-              for key in ("accuracy", "code_frequency", "fork_probability", "fork_polarisation")}
+    change = {
+        key: trajectory[-1][key] - trajectory[0][key] if None not in (trajectory[0][key], trajectory[-1][key]) else None
+        for key in ("accuracy", "code_frequency", "fork_probability", "fork_polarisation")
+    }
     change["mean_token_prob"] = mean(last, "mean_token_prob") - mean(first, "mean_token_prob")
-    return {"trajectory": trajectory, "change": change,
-            **{key: mean(trained, key) for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high")}}
+    return {
+        "trajectory": trajectory,
+        "change": change,
+        **{key: mean(trained, key) for key in ("clip_fraction", "clip_fraction_low", "clip_fraction_high")},
+    }
 
 
-def sweep(conditions: list[str], seeds: list[int], out: Path, regime: str = "paper", flags: list[str] = (),
-          log=click.echo) -> dict:
+def sweep(
+    conditions: list[str] | dict[str, list[str]],
+    seeds: list[int],
+    out: Path,
+    regime: str = "paper",
+    flags: list[str] = (),
+    log=click.echo,
+    quiet: bool = False,
+) -> dict:
     """Run every condition with every seed (rlvr_min.train, in this process) and write OUT/sweep.json and
-    OUT/sweep.png. Finished runs found in OUT with the same configuration are read, not run again; an unfinished one
-    is restarted; the JSON and PNG are rewritten atomically after each run."""
-    unknown = [c for c in conditions if c not in SWEEP_CONDITIONS]
-    if unknown:
-        raise click.UsageError(f"unknown condition {unknown[0]!r}; choose one of: {', '.join(SWEEP_CONDITIONS)}")
+    OUT/sweep.png. A condition is a name of SWEEP_CONDITIONS or, given a dict, any name and its rlvr_min.py flags
+    (e.g. {"format": ["--reward", "format"]}). Finished runs found in OUT with the same configuration are read, not run
+    again; an unfinished one is restarted; the JSON and PNG are rewritten atomically after each run. quiet: each run's
+    step lines go to its train.log instead of standard output."""
+    if not isinstance(conditions, dict):
+        unknown = [c for c in conditions if c not in SWEEP_CONDITIONS]
+        if unknown:
+            raise click.UsageError(f"unknown condition {unknown[0]!r}; choose one of: {', '.join(SWEEP_CONDITIONS)}")
+        conditions = {c: SWEEP_CONDITIONS[c] for c in conditions}
     if regime not in REGIMES:
         raise click.UsageError(f"unknown regime {regime!r}; choose one of: {', '.join(REGIMES)}")
     import shutil
+
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
     common = ["--reward", "random", *REGIMES[regime], *flags]
     runs = []
-    for condition in conditions:
+    for condition, condition_flags in conditions.items():
         for seed in seeds:
             run_dir = out / f"{condition}-seed{seed}"
-            config = run_config([*common, *SWEEP_CONDITIONS[condition], "--seed", str(seed), "--out", str(run_dir)])
+            config = run_config([*common, *condition_flags, "--seed", str(seed), "--out", str(run_dir)])
             metrics_file = run_dir / "metrics.jsonl"
-            done = (run_dir / "config.json").exists() and json.loads((run_dir / "config.json").read_text()) == \
-                rlvr_min.dataclasses.asdict(config) and metrics_file.exists() and \
-                json.loads(metrics_file.read_text().splitlines()[-1])["step"] == config.steps
+            done = (
+                (run_dir / "config.json").exists()
+                and json.loads((run_dir / "config.json").read_text()) == dataclasses.asdict(config)
+                and metrics_file.exists()
+                and json.loads(metrics_file.read_text().splitlines()[-1])["step"] == config.steps
+            )
             if done:
                 metrics = [json.loads(line) for line in metrics_file.read_text().splitlines()]
             else:
                 shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short starts again from its seed
                 log(f"sweep: {condition}, seed {seed} -> {run_dir}")
-                metrics = rlvr_min.train(config)
+                run_dir.mkdir(parents=True)
+                with open(run_dir / "train.log", "w") if quiet else contextlib.nullcontext(sys.stdout) as output:
+                    with contextlib.redirect_stdout(output):
+                        metrics = rlvr_min.train(config)
             runs.append({"condition": condition, "seed": seed, "run": str(run_dir), **run_summary(metrics)})
-            result = {"regime": regime, "flags": common, "conditions": {c: SWEEP_CONDITIONS[c] for c in conditions},
-                      "seeds": list(seeds), "steps": config.steps, "model": config.model, "threads": torch.get_num_threads(),
-                      "summary": sweep_summary(runs), "runs": runs}
+            result = {
+                "regime": regime,
+                "flags": common,
+                "conditions": conditions,
+                "seeds": list(seeds),
+                "steps": config.steps,
+                "model": config.model,
+                "threads": torch.get_num_threads(),
+                "summary": sweep_summary(runs),
+                "runs": runs,
+            }
             write_json(out / "sweep.json", result)
             plot_sweep(result, out / "sweep.png")
     return result
@@ -252,57 +343,68 @@ def sweep(conditions: list[str], seeds: list[int], out: Path, regime: str = "pap
 
 def plot_sweep(result: dict, path: Path) -> None:
     """Greedy held-out code frequency and accuracy over steps: one thin line per seed, the median bold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     conditions = list(result["summary"])
-    figure, axes = plt.subplots(2, len(conditions), figsize=(3.6 * len(conditions), 6), squeeze=False, sharey=True)
+    figure, axes = infra.pyplot().subplots(
+        2, len(conditions), figsize=(3.6 * len(conditions), 6), squeeze=False, sharey=True
+    )
     for column, condition in enumerate(conditions):
         runs = [run for run in result["runs"] if run["condition"] == condition]
         for row, key in enumerate(("code_frequency", "accuracy")):
             axis = axes[row][column]
             for run in runs:
-                axis.plot([p["step"] for p in run["trajectory"]], [p[key] for p in run["trajectory"]], color="C0", alpha=0.35, lw=1)
+                axis.plot(
+                    [p["step"] for p in run["trajectory"]],
+                    [p[key] for p in run["trajectory"]],
+                    color="C0",
+                    alpha=0.35,
+                    lw=1,
+                )
             steps = [p["step"] for p in runs[0]["trajectory"]]
-            medians = [statistics.median(run["trajectory"][i][key] for run in runs if i < len(run["trajectory"]))
-                       for i in range(len(steps))]
+            medians = [
+                statistics.median(run["trajectory"][i][key] for run in runs if i < len(run["trajectory"]))
+                for i in range(len(steps))
+            ]
             axis.plot(steps, medians, color="C3", lw=2.5, label="median")
             axis.set_title(f"{condition}: {key.replace('_', ' ')}", fontsize=10)
             axis.set_ylim(-0.02, 1.02)
             axis.set_xlabel("step")
     axes[0][0].legend()
-    figure.suptitle(f"regime {result['regime']} ({' '.join(result['flags'])}), {len(result['seeds'])} seeds, greedy held-out")
-    figure.tight_layout()
-    temporary = path.with_suffix(".tmp.png")
-    figure.savefig(temporary, dpi=90)
-    os.replace(temporary, path)
-    plt.close(figure)
+    figure.suptitle(
+        f"regime {result['regime']} ({' '.join(result['flags'])}), {len(result['seeds'])} seeds, greedy held-out"
+    )
+    infra.save_figure(figure, path, dpi=90)
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 def common_options(function):
-    for decorator in reversed([
-        click.option("--dataset", default="math500", show_default=True, help=f"{', '.join(BENCHMARKS)}, or a .jsonl file."),
-        click.option("--max-new-tokens", default=None, type=int, help="[default: 3072; toy models: 96]"),
-        click.option("--engine", type=click.Choice(["auto", "hf", "vllm"]), default="auto", show_default=True),
-        click.option("--data-dir", default=os.environ.get("RLVR_MIN_DATA"), help="Folder of local benchmark copies (math500.jsonl, ...) used instead of the hub. [env: RLVR_MIN_DATA]"),
-        click.option("--seed", default=0, show_default=True),
-        click.option("--limit", default=None, type=int, help="Evaluate only the first N problems."),
-    ]):
+    for decorator in reversed(
+        [
+            click.option(
+                "--dataset", default="math500", show_default=True, help=f"{', '.join(BENCHMARKS)}, or a .jsonl file."
+            ),
+            click.option("--max-new-tokens", default=None, type=int, help="[default: 3072; toy models: 96]"),
+            click.option("--engine", type=click.Choice(["auto", "hf", "vllm"]), default="auto", show_default=True),
+            click.option(
+                "--data-dir",
+                default=os.environ.get("RLVR_MIN_DATA"),
+                help="Folder of local copies (math500.jsonl, ...) used instead of the hub. [env: RLVR_MIN_DATA]",
+            ),
+            click.option("--seed", default=0, show_default=True),
+            click.option("--limit", default=None, type=int, help="Evaluate only the first N problems."),
+        ]
+    ):
         function = decorator(function)
     return function
 
 
-def default_tokens(model: str, max_new_tokens: int | None) -> int:
-    return max_new_tokens or (rlvr_min.TOY_DEFAULTS["max_new_tokens"] if model.startswith("toy:") else 3072)
-
-
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", default=rlvr_min.DEFAULT_MODEL, show_default=True, help="Hub id, local directory, or toy:PRESET.")
+@click.option(
+    "--model", default=rlvr_min.DEFAULT_MODEL, show_default=True, help="Hub id, local directory, or toy:PRESET."
+)
 @click.option("--system", default=rlvr_min.SYSTEM_PROMPT, help="System prompt. [default: Qwen2.5-Math's]")
-@click.option("--prefix", default="none", help="Response prefix: none, python (\"Let's solve this using Python.\"), or any text.")
+@click.option(
+    "--prefix", default="none", help='Response prefix: none, python ("Let\'s solve this using Python."), or any text.'
+)
 @click.option("--out", default=None, help="Result JSON (every response and its verdicts). [default: eval-DATASET.json]")
 @common_options
 @click.pass_context
@@ -310,10 +412,10 @@ def cli(context, model, system, prefix, out, dataset, max_new_tokens, engine, da
     """Evaluate a model (greedy pass@1 on MATH-500; avg@8 at temperature 0.6 on AIME and AMC)."""
     if context.invoked_subcommand is not None:
         return
-    if dataset == "toy" or model.startswith("toy:") and dataset == "math500" and context.get_parameter_source("dataset").name == "DEFAULT":
+    if toy.is_toy(model) and dataset == "math500" and context.get_parameter_source("dataset").name == "DEFAULT":
         dataset = "toy"  # a toy model's own held-out set
-    result = run_evaluation(model, dataset, system, PREFIXES.get(prefix, prefix), default_tokens(model, max_new_tokens),
-                            engine, data_dir, seed, limit)
+    config = generation_config(model, max_new_tokens, engine, seed)
+    result = run_evaluation(config, dataset, system, PREFIXES.get(prefix, prefix), data_dir, limit)
     path = Path(out or f"eval-{Path(dataset).stem}.json")
     write_json(path, result)
     click.echo(summary_table(result, f"{model} on {dataset}") + f"\nresponses: {path}")
@@ -329,25 +431,28 @@ def compare(before, after):
     click.echo(f"  {'group':<12} {'count':>6} {'acc before':>11} {'acc after':>10} {'share of gain':>14}")
     show = lambda v: "-" if v is None else f"{v:.3f}"
     for group, row in result["groups"].items():
-        click.echo(f"  {group:<12} {row['count']:>6} {show(row['accuracy_before']):>11} {show(row['accuracy_after']):>10} "
-                   f"{show(row['share_of_gain']):>14}")
+        click.echo(
+            f"  {group:<12} {row['count']:>6} {show(row['accuracy_before']):>11} {show(row['accuracy_after']):>10} "
+            f"{show(row['share_of_gain']):>14}"
+        )
 
 
 @cli.command()
 @click.option("--model", default=rlvr_min.DEFAULT_MODEL, show_default=True)
 @click.option("--samples", default=64, show_default=True, help="Samples per problem (the paper: 64 at temperature 1).")
 @click.option("--temperature", default=1.0, show_default=True)
-@click.option("--incorrect-only", is_flag=True, help="Keep only problems whose majority label is wrong (the incorrect reward).")
+@click.option(
+    "--incorrect-only", is_flag=True, help="Keep only problems whose majority label is wrong (the incorrect reward)."
+)
 @click.option("--out", required=True, help="JSONL to write; train on it with rlvr_min.py --dataset OUT.")
 @common_options
 def labels(model, samples, temperature, incorrect_only, out, dataset, max_new_tokens, engine, data_dir, seed, limit):
     """Majority-vote labels for the majority and incorrect rewards."""
     problems = (toy.dataset("train") if dataset == "toy" else load_benchmark(dataset, data_dir)[0])[:limit]
-    config = rlvr_min.Config(model=model, engine=engine, seed=seed, max_new_tokens=default_tokens(model, max_new_tokens),
-                             max_prompt_tokens=128 if model.startswith("toy:") else 1024)
+    config = generation_config(model, max_new_tokens, engine, seed)
     texts = generate_responses(config, problems, samples, temperature, rlvr_min.SYSTEM_PROMPT, "")
     rows = majority_labels(problems, texts, samples, incorrect_only)
-    rlvr_min.write_atomically(Path(out), "".join(json.dumps(row) + "\n" for row in rows))
+    infra.write_atomically(Path(out), "".join(json.dumps(row) + "\n" for row in rows))
     click.echo(f"{len(rows)} of {len(problems)} problems labelled -> {out}")
 
 
@@ -358,38 +463,58 @@ def checkpoints(run_dir, dataset, max_new_tokens, engine, data_dir, seed, limit)
     """Evaluate the base model and every checkpoint of a run; write checkpoints.json and checkpoints.png there."""
     run = Path(run_dir)
     base = json.loads((run / "config.json").read_text())["model"]
-    if base.startswith("toy:") and dataset == "math500":
+    if toy.is_toy(base) and dataset == "math500":
         dataset = "toy"
     models = [(0, base)] + [(int(d.name.split("-")[1]), str(d)) for d in sorted(run.glob("checkpoint-*"))]
+    base_config = generation_config(base, max_new_tokens, engine, seed)  # the lengths of the base model's kind
     points = []
     for step, model in models:
-        result = run_evaluation(model, dataset, rlvr_min.SYSTEM_PROMPT, "", default_tokens(base, max_new_tokens), engine,
-                                data_dir, seed, limit)
-        points.append({"step": step, "model": model, "accuracy": result["accuracy"], "code_frequency": result["code_frequency"]})
+        config = dataclasses.replace(base_config, model=model)
+        result = run_evaluation(config, dataset, rlvr_min.SYSTEM_PROMPT, "", data_dir, limit)
+        points.append(
+            {"step": step, "model": model, "accuracy": result["accuracy"], "code_frequency": result["code_frequency"]}
+        )
         click.echo(f"step {step:6d}  accuracy {result['accuracy']:.3f}  code {result['code_frequency']:.3f}  ({model})")
     write_json(run / "checkpoints.json", points)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.6))
+    figure, axis = infra.pyplot().subplots(figsize=(6, 3.6))
     for key in ("accuracy", "code_frequency"):
         axis.plot([p["step"] for p in points], [p[key] for p in points], "o-", label=key.replace("_", " "))
     axis.set_xlabel("step")
     axis.set_ylim(-0.02, 1.02)
     axis.set_title(f"{dataset}, per checkpoint")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(run / "checkpoints.png", dpi=100)
+    infra.save_figure(figure, run / "checkpoints.png")
     click.echo(f"plot: {run / 'checkpoints.png'}")
 
 
+SHOWN_CHANGES = {
+    "code": "code_frequency",
+    "accuracy": "accuracy",
+    "fork": "fork_probability",
+    "polarisation": "fork_polarisation",
+    "token prob": "mean_token_prob",
+}
+
+
+def show_change(row: dict, key: str) -> str:
+    """A summary's change of `key` over seeds: median [min, max]."""
+    change = row.get(f"{key}_change")
+    return "{median:+.3f} [{min:+.3f}, {max:+.3f}]".format(**change) if change else "-"
+
+
 @cli.command("sweep", context_settings={"ignore_unknown_options": True})
-@click.option("--condition", "conditions", multiple=True, default=("clip", "no-clip", "one-update"), show_default=True,
-              help=f"Repeatable: {', '.join(SWEEP_CONDITIONS)}.")
+@click.option(
+    "--condition",
+    "conditions",
+    multiple=True,
+    default=("clip", "no-clip", "one-update"),
+    show_default=True,
+    help=f"Repeatable: {', '.join(SWEEP_CONDITIONS)}.",
+)
 @click.option("--seeds", default=8, show_default=True, help="Seeds 0..N-1 of every condition.")
-@click.option("--regime", default="paper", show_default=True, help=f"Flags every condition starts from: {', '.join(REGIMES)}.")
+@click.option(
+    "--regime", default="paper", show_default=True, help=f"Flags every condition starts from: {', '.join(REGIMES)}."
+)
 @click.option("--out", default="runs/sweep", show_default=True, help="Folder of the runs, sweep.json and sweep.png.")
 @click.argument("flags", nargs=-1, type=click.UNPROCESSED)
 def sweep_command(conditions, seeds, regime, out, flags):
@@ -397,11 +522,11 @@ def sweep_command(conditions, seeds, regime, out, flags):
     e.g. --steps 100 --model toy:llama-8b-instruct."""
     result = sweep(list(conditions), list(range(seeds)), Path(out), regime, list(flags))
     for condition, row in result["summary"].items():
-        show = lambda key: "{median:+.3f} [{min:+.3f}, {max:+.3f}]".format(**row[key]) if key in row else "-"
-        click.echo(f"{condition:>12}: code {show('code_frequency_change')}  accuracy {show('accuracy_change')}  "
-                   f"fork {show('fork_probability_change')}  polarisation {show('fork_polarisation_change')}  token prob {show('mean_token_prob_change')}  "
-                   f"clip {row['clip_fraction_median']:.4f}  seeds code +0.10 and accuracy up: "
-                   f"{row['seeds_code_up_0.10_and_accuracy_up']}/{row['seeds']}")
+        shown = "  ".join(f"{name} {show_change(row, key)}" for name, key in SHOWN_CHANGES.items())
+        click.echo(
+            f"{condition:>12}: {shown}  clip {row['clip_fraction_median']:.4f}  seeds code +0.10 and accuracy "
+            f"up: {row['seeds_code_up_0.10_and_accuracy_up']}/{row['seeds']}"
+        )
     click.echo(f"{Path(out) / 'sweep.json'}, {Path(out) / 'sweep.png'}")
 
 

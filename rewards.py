@@ -23,8 +23,8 @@ import signal
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
@@ -37,15 +37,142 @@ LABEL_COLUMN = "label"  # the dataset column that the majority and incorrect rew
 # One-shot RL is a dataset of one problem, not a reward: the paper's single training example.
 ONE_SHOT = [
     {
-        "problem": "The pressure $P$ exerted by wind on a sail varies jointly as the area $A$ of the sail and the cube of "
-        "the wind's velocity $V$. When the velocity is $8$ miles per hour, the pressure on a sail of $2$ square feet is "
-        "$4$ pounds. Find the wind velocity when the pressure on $4$ square feet of sail is $32$ pounds.",
+        "problem": "The pressure $P$ exerted by wind on a sail varies jointly as the area $A$ of the sail and the cube "
+        "of the wind's velocity $V$. When the velocity is $8$ miles per hour, the pressure on a sail of $2$ square "
+        "feet is $4$ pounds. Find the wind velocity when the pressure on $4$ square feet of sail is $32$ pounds.",
         "answer": "12.8",
     }
 ]
 
 
-# ---------------------------------------------------------------------------------------------------------- answers
+# ---------------------------------------------------------------------------------------------------------- rewards
+@dataclass
+class Rollouts:
+    """What a reward sees: the responses of one step, G consecutive responses per prompt."""
+
+    responses: list[str]
+    answers: list[str]  # each response's problem's dataset answer
+    labels: list[str] | None = None  # each response's problem's `label` column, where the dataset has one
+    group_size: int = 1
+    gamma: float = 0.5  # the random reward's probability of a 1
+    rng: random.Random | None = None  # the random reward's generator: seed it for reproducible runs
+
+    @functools.cached_property
+    def correct(self) -> list[bool]:
+        """Each response graded against its problem's answer (computed once: rewards and logs both need it)."""
+        return grade_batch(self.responses, self.answers)
+
+
+def ground_truth(rollouts: Rollouts) -> list[float]:
+    """1 if the final answer equals the dataset's answer, else 0."""
+    return [float(v) for v in rollouts.correct]
+
+
+def label_match(rollouts: Rollouts) -> list[float]:
+    """1 if the final answer equals the dataset's `label` (a majority-vote answer; wrong ones only for incorrect)."""
+    if rollouts.labels is None:
+        raise ValueError(f"this reward needs the dataset's {LABEL_COLUMN!r} column")
+    return [float(v) for v in grade_batch(rollouts.responses, rollouts.labels)]
+
+
+def random_reward(rollouts: Rollouts) -> list[float]:
+    """1 with probability gamma, independent of the response."""
+    rng = rollouts.rng or random.Random()
+    return [float(rng.random() < rollouts.gamma) for _ in rollouts.responses]
+
+
+def format_reward(rollouts: Rollouts) -> list[float]:
+    """1 if the last \\boxed{} of the response has non-empty content, else 0."""
+    return [float(bool((extract_answer(r) or "").strip())) for r in rollouts.responses]
+
+
+def python_reward(rollouts: Rollouts) -> list[float]:
+    """1 if "python" appears anywhere in the response (any case), else 0."""
+    return [float(has_code(r)) for r in rollouts.responses]
+
+
+def has_repetition(text: str, shortest: int = 10, longest: int = 256, times: int = 10) -> bool:
+    """Does some substring of shortest..longest characters repeat `times` or more times in a row?"""
+    # A unit of length L repeated 10 times in a row is a stretch where text[j] == text[j + L] for 9 * L positions
+    # in a row; one array operation per L, about 7x faster than the regex (.{10,256}?)\1{9,}.
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    for unit in range(shortest, min(longest, len(codes) // times) + 1):
+        stretch = (times - 1) * unit
+        mismatches = np.concatenate(([0], np.cumsum(codes[unit:] != codes[:-unit])))
+        if (mismatches[stretch:] == mismatches[:-stretch]).any():
+            return True
+    return False
+
+
+def no_repetition(rollouts: Rollouts) -> list[float]:
+    """0 if some substring of 10-256 characters repeats 10 or more times in a row, else 1."""
+    return [float(not has_repetition(r)) for r in rollouts.responses]
+
+
+def ttrl(rollouts: Rollouts) -> list[float]:
+    """1 if the final answer equals the most common final answer of its group of G samples, else 0."""
+    answers = [extract_answer(r) for r in rollouts.responses]
+    targets = []
+    for start in range(0, len(answers), rollouts.group_size):
+        group = [a.strip() for a in answers[start : start + rollouts.group_size] if a and a.strip()]
+        vote = Counter(group).most_common(1)[0][0] if group else None
+        targets += [vote] * len(answers[start : start + rollouts.group_size])
+    verdicts = grade_batch(rollouts.responses, [t or "" for t in targets])
+    return [float(v and t is not None) for v, t in zip(verdicts, targets)]
+
+
+REWARDS: dict[str, Callable[[Rollouts], list[float]]] = {
+    "ground_truth": ground_truth,
+    "random": random_reward,
+    "format": format_reward,
+    "incorrect": label_match,
+    "majority": label_match,
+    "python": python_reward,
+    "no_repetition": no_repetition,
+    "ttrl": ttrl,
+}
+NEEDS_LABEL = {"incorrect", "majority"}
+WITHOUT_PYTHON = "_without_python"  # "X without python": reward X, and 0 wherever the response mentions python
+
+
+def reward_names() -> list[str]:
+    return list(REWARDS) + [name + WITHOUT_PYTHON for name in REWARDS if name != "python"]
+
+
+def _split(reward: str) -> tuple[str, bool]:
+    name = "_".join(reward.strip().lower().replace("-", " ").split())  # "format without python" = format_without_python
+    return (name.removesuffix(WITHOUT_PYTHON), True) if name.endswith(WITHOUT_PYTHON) else (name, False)
+
+
+def check_reward(reward: str, gamma: float = 0.5, columns: set[str] | None = None) -> None:
+    """Raise ValueError with a one-line reason if this reward cannot run on a dataset with these columns."""
+    name, _ = _split(reward)
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {reward!r}; choose one of: {', '.join(reward_names())}")
+    if name == "random" and not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"the random reward's gamma must lie in [0, 1], got {gamma}")
+    if name in NEEDS_LABEL and columns is not None and LABEL_COLUMN not in columns:
+        raise ValueError(
+            f"the {name} reward grades against a {LABEL_COLUMN!r} column that this dataset lacks "
+            f"(it has: {', '.join(sorted(columns))}); build one with `python evaluate.py labels`"
+        )
+
+
+def reward_function(reward: str) -> Callable[[Rollouts], list[float]]:
+    """The reward named `reward` (see reward_names(); check it first with check_reward) as a function of a batch."""
+    name, without_python = _split(reward)
+    if not without_python:
+        return REWARDS[name]
+    return lambda rollouts: [r * (not has_code(t)) for r, t in zip(REWARDS[name](rollouts), rollouts.responses)]
+
+
+def compute_rewards(reward: str, rollouts: Rollouts) -> list[float]:
+    """The rewards of a whole rollout batch under the reward named `reward`, checked first."""
+    check_reward(reward, rollouts.gamma, None if rollouts.labels is None else {LABEL_COLUMN})
+    return reward_function(reward)(rollouts)
+
+
+# ---------------------------------------------------------------------------------------------------------- grader
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
@@ -157,7 +284,8 @@ def _pool_verdicts(pairs: list[tuple[str, str]], workers: int, chunk_size: int) 
     """math-verify's verdicts from the worker pool, or None if the pool cannot work (workers that die at start or
     later, a pool that cannot start, a chunk past its deadline: the machinery, never the responses)."""
     global _pool
-    from concurrent.futures import ProcessPoolExecutor, TimeoutError as FutureTimeout
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
     from concurrent.futures.process import BrokenProcessPool
 
     try:
@@ -168,7 +296,9 @@ def _pool_verdicts(pairs: list[tuple[str, str]], workers: int, chunk_size: int) 
         chunks = [pairs[i : i + chunk_size] for i in range(0, len(pairs), chunk_size)]
         pending = [_pool.submit(_slow_grade_all, chunk) for chunk in chunks]
         # each response is bounded by its own deadline inside the worker; this one only catches a stuck worker
-        return [verdict for result in pending for verdict in result.result(timeout=GRADE_TIMEOUT_SECONDS * chunk_size + 10)]
+        return [
+            verdict for result in pending for verdict in result.result(timeout=GRADE_TIMEOUT_SECONDS * chunk_size + 10)
+        ]
     except (BrokenProcessPool, FutureTimeout, OSError) as error:
         cause = f"{type(error).__name__}: {error}".strip(": ")
     if _pool is not None:
@@ -199,132 +329,11 @@ def grade_batch(responses: list[str], golds: list, chunk_size: int = 16) -> list
         slow_verdicts = _pool_verdicts(pairs, workers, chunk_size)
     if slow_verdicts is None:
         if not in_main_thread:
-            raise RuntimeError("cannot grade: the grading worker pool failed, and grading in this process needs the "
-                               "main thread (math-verify's timeouts use SIGALRM); call grade_batch from the main thread")
+            raise RuntimeError(
+                "cannot grade: the grading worker pool failed, and grading in this process needs the "
+                "main thread (math-verify's timeouts use SIGALRM); call grade_batch from the main thread"
+            )
         slow_verdicts = _slow_grade_all(pairs)
     for i, verdict in zip(slow, slow_verdicts):
         verdicts[i] = verdict
     return verdicts
-
-
-# ---------------------------------------------------------------------------------------------------------- rewards
-@dataclass
-class Rollouts:
-    """What a reward sees: the responses of one step, G consecutive responses per prompt."""
-
-    responses: list[str]
-    answers: list[str]  # each response's problem's dataset answer
-    labels: list[str] | None = None  # each response's problem's `label` column, where the dataset has one
-    group_size: int = 1
-    gamma: float = 0.5  # the random reward's probability of a 1
-    rng: random.Random | None = None  # the random reward's generator: seed it for reproducible runs
-
-    @functools.cached_property
-    def correct(self) -> list[bool]:
-        """Each response graded against its problem's answer (computed once: rewards and logs both need it)."""
-        return grade_batch(self.responses, self.answers)
-
-
-def ground_truth(rollouts: Rollouts) -> list[float]:
-    """1 if the final answer equals the dataset's answer, else 0."""
-    return [float(v) for v in rollouts.correct]
-
-
-def label_match(rollouts: Rollouts) -> list[float]:
-    """1 if the final answer equals the dataset's `label` (a majority-vote answer; wrong ones only for incorrect)."""
-    return [float(v) for v in grade_batch(rollouts.responses, rollouts.labels)]
-
-
-def random_reward(rollouts: Rollouts) -> list[float]:
-    """1 with probability gamma, independent of the response."""
-    rng = rollouts.rng or random.Random()
-    return [float(rng.random() < rollouts.gamma) for _ in rollouts.responses]
-
-
-def format_reward(rollouts: Rollouts) -> list[float]:
-    """1 if the last \\boxed{} of the response has non-empty content, else 0."""
-    return [float(bool((extract_answer(r) or "").strip())) for r in rollouts.responses]
-
-
-def python_reward(rollouts: Rollouts) -> list[float]:
-    """1 if "python" appears anywhere in the response (any case), else 0."""
-    return [float(has_code(r)) for r in rollouts.responses]
-
-
-def has_repetition(text: str, shortest: int = 10, longest: int = 256, times: int = 10) -> bool:
-    """Does some substring of shortest..longest characters repeat `times` or more times in a row?"""
-    # A unit of length L repeated 10 times in a row is a stretch where text[j] == text[j + L] for 9 * L positions
-    # in a row; one array operation per L, about 7x faster than the regex (.{10,256}?)\1{9,}.
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    for unit in range(shortest, min(longest, len(codes) // times) + 1):
-        stretch = (times - 1) * unit
-        mismatches = np.concatenate(([0], np.cumsum(codes[unit:] != codes[:-unit])))
-        if (mismatches[stretch:] == mismatches[:-stretch]).any():
-            return True
-    return False
-
-
-def no_repetition(rollouts: Rollouts) -> list[float]:
-    """0 if some substring of 10-256 characters repeats 10 or more times in a row, else 1."""
-    return [float(not has_repetition(r)) for r in rollouts.responses]
-
-
-def ttrl(rollouts: Rollouts) -> list[float]:
-    """1 if the final answer equals the most common final answer of its group of G samples, else 0."""
-    answers = [extract_answer(r) for r in rollouts.responses]
-    targets = []
-    for start in range(0, len(answers), rollouts.group_size):
-        group = [a.strip() for a in answers[start : start + rollouts.group_size] if a and a.strip()]
-        vote = Counter(group).most_common(1)[0][0] if group else None
-        targets += [vote] * len(answers[start : start + rollouts.group_size])
-    verdicts = grade_batch(rollouts.responses, [t or "" for t in targets])
-    return [float(v and t is not None) for v, t in zip(verdicts, targets)]
-
-
-REWARDS: dict[str, Callable[[Rollouts], list[float]]] = {
-    "ground_truth": ground_truth,
-    "random": random_reward,
-    "format": format_reward,
-    "incorrect": label_match,
-    "majority": label_match,
-    "python": python_reward,
-    "no_repetition": no_repetition,
-    "ttrl": ttrl,
-}
-NEEDS_LABEL = {"incorrect", "majority"}
-WITHOUT_PYTHON = "_without_python"  # "X without python": reward X, and 0 wherever the response mentions python
-
-
-def reward_names() -> list[str]:
-    return list(REWARDS) + [name + WITHOUT_PYTHON for name in REWARDS if name != "python"]
-
-
-def _split(reward: str) -> tuple[str, bool]:
-    name = "_".join(reward.strip().lower().replace("-", " ").split())  # "format without python" = format_without_python
-    return (name.removesuffix(WITHOUT_PYTHON), True) if name.endswith(WITHOUT_PYTHON) else (name, False)
-
-
-def check_reward(reward: str, gamma: float = 0.5, columns: set[str] | None = None) -> None:
-    """Raise ValueError with a one-line reason if this reward cannot run on a dataset with these columns."""
-    name, _ = _split(reward)
-    if name not in REWARDS:
-        raise ValueError(f"unknown reward {reward!r}; choose one of: {', '.join(reward_names())}")
-    if name == "random" and not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"the random reward's gamma must lie in [0, 1], got {gamma}")
-    if name in NEEDS_LABEL and columns is not None and LABEL_COLUMN not in columns:
-        raise ValueError(
-            f"the {name} reward grades against a {LABEL_COLUMN!r} column that this dataset lacks "
-            f"(it has: {', '.join(sorted(columns))}); build one with `python evaluate.py labels`"
-        )
-
-
-def compute_rewards(reward: str, rollouts: Rollouts) -> list[float]:
-    """The rewards of a whole rollout batch under the reward named `reward` (see reward_names())."""
-    check_reward(reward, rollouts.gamma, None if rollouts.labels is None else {LABEL_COLUMN})
-    name, without_python = _split(reward)
-    if name in NEEDS_LABEL and rollouts.labels is None:
-        raise ValueError(f"the {name} reward needs the dataset's {LABEL_COLUMN!r} column")
-    rewards = REWARDS[name](rollouts)
-    if without_python:
-        rewards = [r * (not has_code(response)) for r, response in zip(rewards, rollouts.responses)]
-    return rewards

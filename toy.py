@@ -56,7 +56,24 @@ DEFAULT_PRESET = "qwen-math-7b"
 
 
 # ------------------------------------------------------------------------------------------------------ problems
-NAMES = ["Ava", "Ben", "Cleo", "Dan", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea", "Max", "Nia", "Omar", "Pia"]
+NAMES = [
+    "Ava",
+    "Ben",
+    "Cleo",
+    "Dan",
+    "Eli",
+    "Fay",
+    "Gus",
+    "Hana",
+    "Ivo",
+    "Jun",
+    "Kai",
+    "Lea",
+    "Max",
+    "Nia",
+    "Omar",
+    "Pia",
+]
 THINGS = ["apple", "book", "coin", "marble", "pencil", "stamp", "shell", "card", "ribbon", "cookie", "kite", "button"]
 OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 WORDINGS = {  # {n} a name, {t} a thing; the symbol wordings name no one
@@ -85,7 +102,7 @@ TEST_SIZE = 500
 
 
 def operands(core: str) -> tuple[int, str, int]:
-    """"3*4" -> (3, "*", 4): a core is two digits around an operation."""
+    """ "3*4" -> (3, "*", 4): a core is two digits around an operation."""
     return int(core[0]), core[1], int(core[2])
 
 
@@ -176,16 +193,23 @@ def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
     by_appeal = sorted(CORES, key=lambda core: ("-+*".index(core[1]), core[0], core[2]), reverse=True)
     prefers_code = take(by_appeal, preset.code_frequency)
     crossing = len(prefers_code) / len(by_appeal)
-    code_pool, language_pool = [c for c in by_appeal if c in prefers_code], [c for c in by_appeal if c not in prefers_code]
+    code_pool, language_pool = (
+        [c for c in by_appeal if c in prefers_code],
+        [c for c in by_appeal if c not in prefers_code],
+    )
     # Each style's accuracy holds both where it is preferred (what greedy shows) and where it is not (what a switch
     # of style finds). Where a style is preferred, the problems it gets right are drawn at random; where it is not,
     # they are spread evenly along the appeal order, so that the problems near the crossing (the first to switch, and
     # few for a preset with 98% code) have the style's accuracy too. A switch of style gains on average what the two
     # accuracies differ by.
     code_right = take(shuffled(code_pool), preset.accuracy_with_code) | spread(language_pool, preset.accuracy_with_code)
-    language_right = take(shuffled(language_pool), preset.accuracy_without_code) | spread(code_pool[::-1], preset.accuracy_without_code)
-    boost = {True: min(4.0, max(1.0, MINORITY_BOOST / max(preset.code_frequency, 1e-9))),
-             False: min(4.0, max(1.0, MINORITY_BOOST / max(1 - preset.code_frequency, 1e-9)))}
+    language_right = take(shuffled(language_pool), preset.accuracy_without_code) | spread(
+        code_pool[::-1], preset.accuracy_without_code
+    )
+    boost = {
+        True: min(4.0, max(1.0, MINORITY_BOOST / max(preset.code_frequency, 1e-9))),
+        False: min(4.0, max(1.0, MINORITY_BOOST / max(1 - preset.code_frequency, 1e-9))),
+    }
     habits = {}
     for rank, core in enumerate(by_appeal):
         position = (rank + 0.5) / len(by_appeal)  # each side falls linearly from 0 at the crossing to its far end
@@ -206,8 +230,16 @@ def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
 # decided by exactly one token (fork_probability() reads its probability). The rest of each opening, the variable
 # name and the closing vary with unequal weights, so that many tokens sit at probabilities 0.5-0.95, as in real
 # models, rather than at 0.99.
-CODE_OPENINGS = {"Let's solve this using Python.": 0.6, "Let's use Python for this.": 0.3, "Let's write Python code.": 0.1}
-LANGUAGE_OPENINGS = {"First, think it through in words.": 0.6, "First, reason step by step.": 0.3, "First, count it out.": 0.1}
+CODE_OPENINGS = {
+    "Let's solve this using Python.": 0.6,
+    "Let's use Python for this.": 0.3,
+    "Let's write Python code.": 0.1,
+}
+LANGUAGE_OPENINGS = {
+    "First, think it through in words.": 0.6,
+    "First, reason step by step.": 0.3,
+    "First, count it out.": 0.1,
+}
 VARIABLES = {"result": 0.5, "x": 0.3, "total": 0.2}
 CLOSINGS = {"The answer is": 0.7, "So the answer is": 0.3}
 RESTATED = 0.8  # the share of answers that restate the problem before the fork; the rest open with the style
@@ -229,8 +261,10 @@ def write_response(problem: dict, style: str, error: int, rng: random.Random, re
     closing = f"{_pick(CLOSINGS, rng)} $\\boxed{{{result}}}$."
     if style == "code":
         variable = _pick(VARIABLES, rng)
-        return (f"{restatement}{_pick(CODE_OPENINGS, rng)}\n```python\n{variable} = {a} {op} {b}\nprint({variable})\n```\n"
-                f"```output\n{result}\n```\n{closing}")
+        return (
+            f"{restatement}{_pick(CODE_OPENINGS, rng)}\n```python\n{variable} = {a} {op} {b}\nprint({variable})\n```\n"
+            f"```output\n{result}\n```\n{closing}"
+        )
     return f"{restatement}{_pick(LANGUAGE_OPENINGS, rng)}\n{a} {shown_op} {b} = {result}.\n{closing}"
 
 
@@ -242,7 +276,9 @@ def corpus_example(habits: dict[str, dict], rng: random.Random) -> tuple[str, st
         if rng.random() < habit["corpus_weight"]:
             break
     style = "code" if rng.random() < habit["code_propensity"] else "language"
-    return problem["problem"], write_response(problem, style, habit[f"{style}_error"], rng, restate=rng.random() < RESTATED)
+    return problem["problem"], write_response(
+        problem, style, habit[f"{style}_error"], rng, restate=rng.random() < RESTATED
+    )
 
 
 def fork_tokens(tokenizer) -> tuple[int, int]:
@@ -310,13 +346,20 @@ def build_tokenizer(vocabulary_size: int = 600):
     bpe = Tokenizer(models.BPE())
     bpe.normalizer, bpe.pre_tokenizer = shape.normalizer, shape.pre_tokenizer
     trainer = trainers.BpeTrainer(
-        vocab_size=vocabulary_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocabulary_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(texts, trainer)
     tokenizer = Qwen2Tokenizer(
-        vocab=bpe.get_vocab(), merges=[tuple(m) for m in json.loads(bpe.to_str())["model"]["merges"]], eos_token="<|im_end|>",
-        pad_token="<|endoftext|>", unk_token=None, chat_template=CHAT_TEMPLATE, model_max_length=512,
+        vocab=bpe.get_vocab(),
+        merges=[tuple(m) for m in json.loads(bpe.to_str())["model"]["merges"]],
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=512,
     )
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     return tokenizer
@@ -353,7 +396,8 @@ def _encode_batch(tokenizer, examples: list[tuple[str, str]]):
 
     prompts = [
         tokenizer.apply_chat_template(
-            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": p}], tokenize=False,
+            [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": p}],
+            tokenize=False,
             add_generation_prompt=True,
         )
         for p, _ in examples
@@ -379,17 +423,27 @@ def train(recipe: Recipe, out: Path, log=print) -> None:
     torch.manual_seed(recipe.seed)
     tokenizer = build_tokenizer()
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=recipe.hidden, intermediate_size=2 * recipe.hidden,
-        num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads, num_key_value_heads=recipe.heads,
-        head_dim=recipe.hidden // recipe.heads, max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, torch_dtype="float32",
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.hidden,
+        intermediate_size=2 * recipe.hidden,
+        num_hidden_layers=recipe.layers,
+        num_attention_heads=recipe.heads,
+        num_key_value_heads=recipe.heads,
+        head_dim=recipe.hidden // recipe.heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
     )
     model = Qwen2ForCausalLM(config)
     habits = plant_habits(PRESETS[recipe.preset], recipe.seed)
     rng = random.Random(f"corpus-{recipe.seed}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.learning_rate, total_steps=recipe.steps, pct_start=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, recipe.learning_rate, total_steps=recipe.steps, pct_start=0.05
+    )
     start = time.time()
     for step in range(recipe.steps):
         ids, mask, labels = _encode_batch(tokenizer, [corpus_example(habits, rng) for _ in range(recipe.batch_size)])
@@ -431,9 +485,14 @@ def build(preset: str = DEFAULT_PRESET, log=print, **recipe_overrides) -> Path:
     return final
 
 
+def is_toy(model: str) -> bool:
+    """Does this model name (rlvr_min.py's --model) name a toy preset?"""
+    return model.startswith("toy:")
+
+
 def resolve_model(name: str) -> str:
     """`toy:PRESET` -> the built preset's directory; any other model name or path is returned as it is."""
-    if name.startswith("toy:"):
+    if is_toy(name):
         return str(build(name.removeprefix("toy:"), log=lambda message: print(message, file=sys.stderr)))
     return name
 

@@ -35,7 +35,10 @@ def main() -> None:
             start = time.perf_counter()
             verdicts = run(golds)
             seconds = time.perf_counter() - start
-            print(f"{name:>10} {mode:>11}: {len(verdicts) / seconds:8.0f} responses/s ({sum(verdicts)}/{len(verdicts)} correct)")
+            print(
+                f"{name:>10} {mode:>11}: {len(verdicts) / seconds:8.0f} responses/s "
+                f"({sum(verdicts)}/{len(verdicts)} correct)"
+            )
 
 
 if __name__ == "__main__":

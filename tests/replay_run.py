@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import infra  # noqa: E402
 import rlvr_min  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def load_policy(config, weights=None):
     return model, tokenizer, ReplayEngine(engine, Path(sys.argv[1]))
 
 
-original_load_policy, rlvr_min.load_policy = rlvr_min.load_policy, load_policy
+original_load_policy, infra.load_policy = infra.load_policy, load_policy
 
 if __name__ == "__main__":
     rlvr_min.main(sys.argv[2:])

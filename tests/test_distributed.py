@@ -7,20 +7,25 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import load_weights, needs_vllm, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP = ["--steps", "1", "--prompts-per-step", "8", "--group-size", "4", "--mini-batches", "4", "--micro-batch-size", "2",
-        "--max-new-tokens", "64", "--eval-every", "0", "--reward", "random", "--lr", "1e-3", "--engine", "hf"]
+STEP = (
+    "--steps 1 --prompts-per-step 8 --group-size 4 --mini-batches 4 --micro-batch-size 2 "
+    "--max-new-tokens 64 --eval-every 0 --reward random --lr 1e-3 --engine hf"
+).split()
 
 
 def launch(args: list[str], processes: int, toy_model: str) -> subprocess.CompletedProcess:
     # toy_model: the fixture builds the toy model first, so that the processes find it in the cache
-    command = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-                                  if processes > 1 else []) + args
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = (
+        [sys.executable]
+        + (["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] if processes > 1 else [])
+        + args
+    )
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -36,7 +41,9 @@ def test_two_processes_make_the_same_update_as_one(tmp_path, toy_model):
     # forwards go on until every process is done (FSDP's forwards are collective)
     evaluation = ["--eval-every", "1", "--eval-size", "40"]
     launch(replay + STEP + evaluation + ["--out", str(tmp_path / "one")], 1, toy_model)  # samples, records the rollouts
-    launch(replay + STEP + evaluation + ["--out", str(tmp_path / "two")], 2, toy_model)  # replays them, half per process
+    launch(
+        replay + STEP + evaluation + ["--out", str(tmp_path / "two")], 2, toy_model
+    )  # replays them, half per process
     one, two, base = checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "two"), load_weights(toy_model)
     assert one.keys() <= two.keys()  # FSDP's gathered state also names the tied output embedding (the same tensor)
     if "lm_head.weight" in two and "lm_head.weight" not in one:
@@ -59,11 +66,16 @@ def test_two_processes_make_the_same_update_as_one(tmp_path, toy_model):
 
 @needs_vllm()
 def test_two_processes_with_colocated_vllm_engines(tmp_path, toy_model):
-    args = [str(ROOT / "rlvr_min.py")] + STEP[:-1] + ["vllm", "--steps", "2", "--eval-every", "2", "--eval-size", "20",
-                                                      "--out", str(tmp_path / "run")]
+    args = (
+        [str(ROOT / "rlvr_min.py")]
+        + STEP[:-1]
+        + ["vllm", "--steps", "2", "--eval-every", "2", "--eval-size", "20", "--out", str(tmp_path / "run")]
+    )
     result = launch(args, 2, toy_model)
     rows = read_metrics(tmp_path / "run")
     assert [row["step"] for row in rows] == [0, 1, 2]
     assert rows[2]["response_length"] > 0 and 0 <= rows[2]["eval_accuracy"] <= 1
     assert result.stdout.count("step    2 |") == 1  # one log line per step: process 0 logs
-    assert not torch.equal(checkpoint_weights(tmp_path / "run")["model.norm.weight"], load_weights(toy_model)["model.norm.weight"])
+    assert not torch.equal(
+        checkpoint_weights(tmp_path / "run")["model.norm.weight"], load_weights(toy_model)["model.norm.weight"]
+    )

@@ -21,8 +21,22 @@ def toy_results(tmp_path_factory, toy_model):
     folder = tmp_path_factory.mktemp("eval")
     plain, forced = folder / "plain.json", folder / "forced.json"
     for out, prefix in ((plain, "none"), (forced, "python")):
-        result = invoke(["--model", toy_model, "--dataset", "toy", "--engine", "hf", "--out", str(out), "--prefix", prefix,
-                         "--max-new-tokens", "96"])
+        result = invoke(
+            [
+                "--model",
+                toy_model,
+                "--dataset",
+                "toy",
+                "--engine",
+                "hf",
+                "--out",
+                str(out),
+                "--prefix",
+                prefix,
+                "--max-new-tokens",
+                "96",
+            ]
+        )
         assert result.exit_code == 0, result.output
     return json.loads(plain.read_text()), json.loads(forced.read_text())
 
@@ -61,15 +75,26 @@ def record(problem, correct, code):
 def test_compare_by_hand(tmp_path):
     # 6 problems: p1 p2 Lang->Code gaining 1 each, p3 Code->Code gaining 1, p4 Lang->Lang losing 1, p5 Code->Lang
     # staying right, p6 Lang->Lang staying wrong. Total gain 2: shares Lang->Code 2/2, Code->Code 1/2, Lang->Lang -1/2.
-    before = [record("p1", False, False), record("p2", False, False), record("p3", False, True), record("p4", True, False),
-              record("p5", True, True), record("p6", False, False)]
-    after = [record("p1", True, True), record("p2", True, True), record("p3", True, True), record("p4", False, False),
-             record("p5", True, False), record("p6", False, False)]
+    changes = {  # problem: (correct, has code) before -> after
+        "p1": ((False, False), (True, True)),
+        "p2": ((False, False), (True, True)),
+        "p3": ((False, True), (True, True)),
+        "p4": ((True, False), (False, False)),
+        "p5": ((True, True), (True, False)),
+        "p6": ((False, False), (False, False)),
+    }
+    before = [record(problem, *first) for problem, (first, _) in changes.items()]
+    after = [record(problem, *second) for problem, (_, second) in changes.items()]
     (tmp_path / "a.json").write_text(json.dumps({"responses": before}))
     (tmp_path / "b.json").write_text(json.dumps({"responses": after}))
     result = evaluate.strategy_switching({"responses": before}, {"responses": after})
     groups = result["groups"]
-    assert {g: groups[g]["count"] for g in groups} == {"Code->Code": 1, "Code->Lang": 1, "Lang->Code": 2, "Lang->Lang": 2}
+    assert {g: groups[g]["count"] for g in groups} == {
+        "Code->Code": 1,
+        "Code->Lang": 1,
+        "Lang->Code": 2,
+        "Lang->Lang": 2,
+    }
     assert groups["Lang->Code"]["share_of_gain"] == pytest.approx(2 / 2)
     assert groups["Code->Code"]["share_of_gain"] == pytest.approx(1 / 2)
     assert groups["Lang->Lang"]["share_of_gain"] == pytest.approx(-1 / 2)
@@ -86,8 +111,23 @@ def test_majority_labels_match_a_direct_count(toy_model, tmp_path):
     import rlvr_min
 
     out = tmp_path / "labels.jsonl"
-    result = invoke(["labels", "--model", toy_model, "--dataset", "toy", "--samples", "8", "--limit", "12", "--engine", "hf",
-                     "--out", str(out)])
+    result = invoke(
+        [
+            "labels",
+            "--model",
+            toy_model,
+            "--dataset",
+            "toy",
+            "--samples",
+            "8",
+            "--limit",
+            "12",
+            "--engine",
+            "hf",
+            "--out",
+            str(out),
+        ]
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     # the same samples (same seed), counted here directly
@@ -107,8 +147,26 @@ def test_checkpoints_of_a_run_are_evaluated_and_plotted(tmp_path):
     import rlvr_min
 
     run_dir = tmp_path / "run"
-    args = ["--steps", "2", "--prompts-per-step", "8", "--group-size", "4", "--mini-batches", "4", "--max-new-tokens", "64",
-            "--eval-every", "0", "--save-every", "1", "--engine", "hf", "--out", str(run_dir)]
+    args = [
+        "--steps",
+        "2",
+        "--prompts-per-step",
+        "8",
+        "--group-size",
+        "4",
+        "--mini-batches",
+        "4",
+        "--max-new-tokens",
+        "64",
+        "--eval-every",
+        "0",
+        "--save-every",
+        "1",
+        "--engine",
+        "hf",
+        "--out",
+        str(run_dir),
+    ]
     assert CliRunner().invoke(rlvr_min.main, args, catch_exceptions=False).exit_code == 0
     result = invoke(["checkpoints", str(run_dir), "--engine", "hf", "--limit", "50"])
     assert result.exit_code == 0, result.output
@@ -156,16 +214,34 @@ def test_benchmarks_follow_the_paper_protocol_from_a_local_copy(name, samples, t
 
     load_shared("math500.jsonl")  # skips politely where ../shared/data is absent
     out = tmp_path / "result.json"
-    result = invoke(["--model", toy_model, "--dataset", name, "--data-dir", str(SHARED_DATA), "--limit", "3",
-                     "--engine", "hf", "--max-new-tokens", "32", "--out", str(out)])
+    result = invoke(
+        [
+            "--model",
+            toy_model,
+            "--dataset",
+            name,
+            "--data-dir",
+            str(SHARED_DATA),
+            "--limit",
+            "3",
+            "--engine",
+            "hf",
+            "--max-new-tokens",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())
     assert saved["n"] == 3 and saved["samples_per_problem"] == samples and len(saved["responses"]) == 3 * samples
     assert f"pass_at_{samples}" in saved and "accuracy" in result.output
 
 
-SWEEP_FLAGS = ["--steps", "2", "--prompts-per-step", "4", "--group-size", "4", "--mini-batches", "2", "--max-new-tokens", "48",
-               "--eval-every", "2", "--eval-size", "20", "--engine", "hf"]
+SWEEP_FLAGS = (
+    "--steps 2 --prompts-per-step 4 --group-size 4 --mini-batches 2 --max-new-tokens 48 "
+    "--eval-every 2 --eval-size 20 --engine hf"
+).split()
 
 
 def test_a_sweep_interrupted_and_run_again_finishes_cleanly(tmp_path, toy_model, monkeypatch):
@@ -191,7 +267,12 @@ def test_a_sweep_interrupted_and_run_again_finishes_cleanly(tmp_path, toy_model,
     calls.clear()
     result = evaluate.sweep(["clip", "one-update"], [0, 1], out, flags=SWEEP_FLAGS, log=lambda _: None)
     assert calls == [str(out / "one-update-seed0"), str(out / "one-update-seed1")]  # finished runs are read, not rerun
-    assert [(r["condition"], r["seed"]) for r in result["runs"]] == [("clip", 0), ("clip", 1), ("one-update", 0), ("one-update", 1)]
+    assert [(r["condition"], r["seed"]) for r in result["runs"]] == [
+        ("clip", 0),
+        ("clip", 1),
+        ("one-update", 0),
+        ("one-update", 1),
+    ]
     assert json.loads((out / "sweep.json").read_text()) == json.loads(json.dumps(result))
     assert (out / "sweep.png").stat().st_size > 1000
     # each run's figures are its own metrics': the change is the last greedy evaluation minus the base model's
@@ -199,13 +280,21 @@ def test_a_sweep_interrupted_and_run_again_finishes_cleanly(tmp_path, toy_model,
         rows = [json.loads(line) for line in (Path(run["run"]) / "metrics.jsonl").read_text().splitlines()]
         evaluated = [row for row in rows if "eval_accuracy" in row]
         assert [p["step"] for p in run["trajectory"]] == [0, 2]
-        assert run["change"]["code_frequency"] == pytest.approx(evaluated[-1]["eval_code_frequency"] - evaluated[0]["eval_code_frequency"])
-        assert run["change"]["accuracy"] == pytest.approx(evaluated[-1]["eval_accuracy"] - evaluated[0]["eval_accuracy"])
+        assert run["change"]["code_frequency"] == pytest.approx(
+            evaluated[-1]["eval_code_frequency"] - evaluated[0]["eval_code_frequency"]
+        )
+        assert run["change"]["accuracy"] == pytest.approx(
+            evaluated[-1]["eval_accuracy"] - evaluated[0]["eval_accuracy"]
+        )
     one_update = json.loads((out / "one-update-seed0" / "config.json").read_text())
     assert (one_update["mini_batches"], one_update["epochs"], one_update["reward"]) == (1, 1, "random")
     summary = result["summary"]["clip"]
     changes = sorted(run["change"]["code_frequency"] for run in result["runs"] if run["condition"] == "clip")
-    assert summary["code_frequency_change"] == {"median": pytest.approx(sum(changes) / 2), "min": changes[0], "max": changes[1]}
+    assert summary["code_frequency_change"] == {
+        "median": pytest.approx(sum(changes) / 2),
+        "min": changes[0],
+        "max": changes[1],
+    }
 
 
 def test_sweep_with_an_unknown_condition_fails_in_one_line(tmp_path):

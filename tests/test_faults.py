@@ -11,18 +11,26 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
-import rlvr_min
 from conftest import read_metrics
 
+import infra
+import rlvr_min
+
 ROOT = Path(__file__).resolve().parents[1]
-RUN = ["--prompts-per-step", "8", "--group-size", "4", "--mini-batches", "4", "--max-new-tokens", "64", "--eval-every", "3",
-       "--eval-size", "20", "--reward", "random", "--engine", "hf"]
+RUN = (
+    "--prompts-per-step 8 --group-size 4 --mini-batches 4 --max-new-tokens 64 --eval-every 3 "
+    "--eval-size 20 --reward random --engine hf"
+).split()
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "rlvr_min.py"), *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "rlvr_min.py"), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for(condition, process: subprocess.Popen, seconds: float = 300) -> None:
@@ -45,8 +53,13 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path, toy_model):
     assert not (tmp_path / "killed" / "checkpoint-000006").exists()
     (tmp_path / "killed" / ".checkpoint-crashed").mkdir()  # what a crash in the middle of a save leaves
 
-    resumed = subprocess.run([sys.executable, str(ROOT / "rlvr_min.py"), "--resume", str(tmp_path / "killed")], cwd=ROOT,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, str(ROOT / "rlvr_min.py"), "--resume", str(tmp_path / "killed")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming" in resumed.stdout
     assert read_metrics(tmp_path / "killed", timings=False) == read_metrics(tmp_path / "whole", timings=False)
@@ -64,7 +77,7 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(signal_numbe
     last_step = read_metrics(out)[-1]["step"]
     assert f"stopped by {signal.Signals(signal_number).name} after step {last_step}" in output
     assert f"continue with: python rlvr_min.py --resume {out}" in output.splitlines()[-1]
-    assert rlvr_min.latest_checkpoint(out).name == f"checkpoint-{last_step:06d}"
+    assert infra.latest_checkpoint(out).name == f"checkpoint-{last_step:06d}"
 
     resumed = CliRunner().invoke(rlvr_min.main, ["--resume", str(out), "--steps", str(last_step + 1)])
     assert resumed.exit_code == 0, resumed.output
@@ -94,10 +107,15 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(tmp_
 
 def test_keep_last_keeps_the_newest_checkpoints(tmp_path, toy_model):
     out = tmp_path / "run"
-    result = CliRunner().invoke(rlvr_min.main, RUN + ["--steps", "4", "--save-every", "1", "--keep-last", "2",
-                                                      "--eval-every", "0", "--out", str(out)])
+    result = CliRunner().invoke(
+        rlvr_min.main,
+        RUN + ["--steps", "4", "--save-every", "1", "--keep-last", "2", "--eval-every", "0", "--out", str(out)],
+    )
     assert result.exit_code == 0, result.output
-    assert sorted(path.name for path in out.iterdir() if "checkpoint" in path.name) == ["checkpoint-000003", "checkpoint-000004"]
+    assert sorted(path.name for path in out.iterdir() if "checkpoint" in path.name) == [
+        "checkpoint-000003",
+        "checkpoint-000004",
+    ]
     state = json.loads((out / "checkpoint-000004" / "trainer_state.json").read_text())
     assert state["step"] == 4 and {"data_rng", "reward_rng"} <= set(state)
 
@@ -111,8 +129,9 @@ def test_non_finite_losses_skip_updates_and_stop_the_run(tmp_path, toy_model, mo
 
     monkeypatch.setattr(rlvr_min, "policy_loss", poisoned)
     out = tmp_path / "run"
-    result = CliRunner().invoke(rlvr_min.main, RUN + ["--steps", "20", "--eval-every", "0", "--save-every", "0",
-                                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        rlvr_min.main, RUN + ["--steps", "20", "--eval-every", "0", "--save-every", "0", "--out", str(out)]
+    )
     assert result.exit_code != 0
     assert "stopped at step 3: 3 steps in a row had only non-finite losses or gradients" in result.output
     rows = read_metrics(out)

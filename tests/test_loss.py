@@ -11,7 +11,7 @@ from rlvr_min import Config, grpo_advantages, policy_loss
 
 def gradient(config, logprobs, old_logprobs, advantages, mask):
     logprobs = logprobs.clone().requires_grad_(True)
-    loss, stats = policy_loss(logprobs, old_logprobs, advantages, mask, config, normalizer=mask.sum().item())
+    loss, stats = policy_loss(logprobs, old_logprobs, advantages, mask, config, denominator=mask.sum().item())
     loss.backward()
     return loss.item(), logprobs.grad, stats
 
@@ -28,7 +28,9 @@ def test_constant_reward_groups_get_zero_advantage():
 def test_advantages_by_hand():
     rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0]])  # mean 0.5, unbiased std sqrt(1/3)
     expected = 0.5 / math.sqrt(1 / 3)
-    assert torch.allclose(grpo_advantages(rewards), torch.tensor([[expected, -expected, -expected, expected]]), atol=1e-5)
+    assert torch.allclose(
+        grpo_advantages(rewards), torch.tensor([[expected, -expected, -expected, expected]]), atol=1e-5
+    )
     assert torch.allclose(grpo_advantages(rewards, std_normalize=False), torch.tensor([[0.5, -0.5, -0.5, 0.5]]))
 
 
@@ -61,7 +63,9 @@ def test_tokens_outside_the_trust_region_get_zero_gradient_and_are_counted():
 def test_clip_higher_moves_only_the_upper_bound():
     old = torch.zeros(1, 2)
     logprobs = torch.log(torch.tensor([[1.25, 0.75]]))
-    _, grad, _ = gradient(Config(clip_low=0.2, clip_high=0.28), logprobs, old, torch.tensor([[1.0, -1.0]]), torch.ones(1, 2))
+    _, grad, _ = gradient(
+        Config(clip_low=0.2, clip_high=0.28), logprobs, old, torch.tensor([[1.0, -1.0]]), torch.ones(1, 2)
+    )
     assert grad[0, 0] != 0  # 1.25 < 1.28: inside the raised upper bound
     assert grad[0, 1] == 0  # 0.75 < 0.8: below the unchanged lower bound
 
@@ -86,9 +90,9 @@ def test_sequence_mean_weighs_every_response_once():
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
     advantages = torch.tensor([[1.0], [1.0]])
     config = Config(loss_aggregation="sequence-mean")
-    loss, _ = policy_loss(logprobs, old, advantages, mask, config, normalizer=2)
+    loss, _ = policy_loss(logprobs, old, advantages, mask, config, denominator=2)
     assert loss.item() == pytest.approx(-1.0)  # each response's mean of -rho*A is -1; mean over 2 responses
-    token_loss, _ = policy_loss(logprobs, old, advantages, mask, Config(), normalizer=mask.sum().item())
+    token_loss, _ = policy_loss(logprobs, old, advantages, mask, Config(), denominator=mask.sum().item())
     assert token_loss.item() == pytest.approx(-1.0)
 
 
@@ -123,11 +127,18 @@ def test_banded_clip_fractions_put_each_clipped_token_in_its_old_probability_ban
     assert stats["clip_fraction_low[0.833,1]"] == 1  # 0.9 -> 0.63
     for band in rlvr_min.CLIP_BANDS:
         for side in ("low", "high"):
-            if (side, band) not in {("high", "[0,0.2)"), ("low", "[0.2,0.5)"), ("high", "[0.5,0.833)"), ("low", "[0.833,1]")}:
+            if (side, band) not in {
+                ("high", "[0,0.2)"),
+                ("low", "[0.2,0.5)"),
+                ("high", "[0.5,0.833)"),
+                ("low", "[0.833,1]"),
+            }:
                 assert stats[f"clip_fraction_{side}{band}"] == 0, (side, band)
     assert [stats[f"token_share{band}"] for band in rlvr_min.CLIP_BANDS] == [2, 1, 2, 1]  # counts; update() divides
     for side in ("low", "high"):
-        assert sum(stats[f"clip_fraction_{side}{band}"] for band in rlvr_min.CLIP_BANDS) == stats[f"clip_fraction_{side}"]
+        assert (
+            sum(stats[f"clip_fraction_{side}{band}"] for band in rlvr_min.CLIP_BANDS) == stats[f"clip_fraction_{side}"]
+        )
 
 
 def test_a_token_above_one_over_one_plus_eps_cannot_be_clipped_high():

@@ -33,9 +33,19 @@ def test_extract_answer(response, expected):
 @pytest.mark.parametrize(
     "gold, predicted",
     [
-        ("70", "070"), ("070", "70"), ("27", "27.0"), ("27.0", "27"), ("0.5", "\\frac12"), ("\\frac12", "0.5"),
-        ("10000", "10,000"), ("10,000", "10000"), ("5", "x = 5"), ("5", "5 \\text{ cm}"), ("C", "\\text{(C)}"),
-        ("\\text{(C)}", "C"), ("12.8", "\\frac{64}{5}"),
+        ("70", "070"),
+        ("070", "70"),
+        ("27", "27.0"),
+        ("27.0", "27"),
+        ("0.5", "\\frac12"),
+        ("\\frac12", "0.5"),
+        ("10000", "10,000"),
+        ("10,000", "10000"),
+        ("5", "x = 5"),
+        ("5", "5 \\text{ cm}"),
+        ("C", "\\text{(C)}"),
+        ("\\text{(C)}", "C"),
+        ("12.8", "\\frac{64}{5}"),
     ],
 )
 def test_grade_equivalences(gold, predicted):
@@ -44,8 +54,17 @@ def test_grade_equivalences(gold, predicted):
 
 @pytest.mark.parametrize(
     "gold, predicted",
-    [("(1,2)", "[1,2]"), ("[1,2]", "(1,2)"), ("27", "0.27"), ("0.27", "27"), ("3.14", "\\pi"), ("\\pi", "3.14"),
-     ("\\text{east}", "\\text{west}"), ("5", "6"), ("-3", "3")],
+    [
+        ("(1,2)", "[1,2]"),
+        ("[1,2]", "(1,2)"),
+        ("27", "0.27"),
+        ("0.27", "27"),
+        ("3.14", "\\pi"),
+        ("\\pi", "3.14"),
+        ("\\text{east}", "\\text{west}"),
+        ("5", "6"),
+        ("-3", "3"),
+    ],
 )
 def test_grade_differences(gold, predicted):
     assert not grade(f"The answer is \\boxed{{{predicted}}}.", gold)
@@ -69,11 +88,13 @@ def test_every_math500_solution_grades_correct(math500):
 
 def test_math_verify_alone_agrees_with_the_exact_match_path(math500):
     # The cheap path says "equal" for identical strings; math-verify must say so too on every MATH-500 answer.
-    disagree = [row["answer"] for row in math500 if not rewards._math_verify_equal(f"\\boxed{{{row['answer']}}}", row["answer"])]
+    disagree = [
+        row["answer"] for row in math500 if not rewards._math_verify_equal(f"\\boxed{{{row['answer']}}}", row["answer"])
+    ]
     assert disagree == []
 
 
-@given(st.integers(-10**6, 10**6), st.integers(-10**6, 10**6), st.integers(0, 3))
+@given(st.integers(-(10**6), 10**6), st.integers(-(10**6), 10**6), st.integers(0, 3))
 @settings(max_examples=60, deadline=None)
 def test_integer_path_agrees_with_math_verify(a, b, zeros):
     answer = "0" * zeros + str(abs(a)) if a >= 0 else str(a)
@@ -101,15 +122,45 @@ def test_grade_from_another_thread_uses_a_worker():
     import threading
 
     results = []
-    thread = threading.Thread(target=lambda: results.append((grade("\\boxed{\\frac{1}{2}}", "0.5"), grade("\\boxed{2}", "0.5"))))
+    thread = threading.Thread(
+        target=lambda: results.append((grade("\\boxed{\\frac{1}{2}}", "0.5"), grade("\\boxed{2}", "0.5")))
+    )
     thread.start()
     thread.join(60)
     assert results == [(True, False)]
 
 
 # ------------------------------------------------------------------------------------------------- robustness
-latex_pieces = st.sampled_from(["\\boxed{", "\\fbox{", "{", "}", "\\frac", "^", "_", "\\sqrt", "(", ")", "[", "]", "=", ",",
-                                "\\text{", "x", "1", "0", ".", "\\pi", "\\infty", " ", "$", "\\\\", "\\left(", "\\right)"])
+latex_pieces = st.sampled_from(
+    [
+        "\\boxed{",
+        "\\fbox{",
+        "{",
+        "}",
+        "\\frac",
+        "^",
+        "_",
+        "\\sqrt",
+        "(",
+        ")",
+        "[",
+        "]",
+        "=",
+        ",",
+        "\\text{",
+        "x",
+        "1",
+        "0",
+        ".",
+        "\\pi",
+        "\\infty",
+        " ",
+        "$",
+        "\\\\",
+        "\\left(",
+        "\\right)",
+    ]
+)
 
 
 @given(st.one_of(st.text(max_size=300), st.lists(latex_pieces, max_size=80).map("".join)), st.text(max_size=20))
@@ -123,8 +174,14 @@ def test_grade_never_raises_and_respects_the_timeout(response, gold):
 
 @pytest.mark.parametrize(
     "response",
-    ["\\boxed{" + "{" * 3000 + "1" + "}" * 3000 + "}", "\\boxed{10^{10^{100}}}", "\\boxed{100!!!}",
-     "x" * 200_000 + "\\boxed{2}", "\\boxed{(" * 2000, "\\sqrt{" * 500 + "2" + "}" * 500],
+    [
+        "\\boxed{" + "{" * 3000 + "1" + "}" * 3000 + "}",
+        "\\boxed{10^{10^{100}}}",
+        "\\boxed{100!!!}",
+        "x" * 200_000 + "\\boxed{2}",
+        "\\boxed{(" * 2000,
+        "\\sqrt{" * 500 + "2" + "}" * 500,
+    ],
 )
 def test_pathological_inputs_are_wrong_and_bounded(response):
     start = time.perf_counter()
@@ -161,8 +218,10 @@ def test_no_repetition():
     assert compute_rewards("no_repetition", rollouts(responses)) == [0.0, 1.0, 0.0, 0.0, 1.0]
 
 
-@given(st.lists(st.sampled_from(["ab", "abc", "x", "abcdefghij", "0123456789a", "\n", " "]), max_size=60).map("".join),
-       st.integers(1, 30))
+@given(
+    st.lists(st.sampled_from(["ab", "abc", "x", "abcdefghij", "0123456789a", "\n", " "]), max_size=60).map("".join),
+    st.integers(1, 30),
+)
 @settings(max_examples=200, deadline=None)
 def test_has_repetition_matches_its_regex_definition(text, copies):
     import re
@@ -179,7 +238,7 @@ def test_label_rewards_grade_against_the_label_column():
 
 
 def test_ttrl_votes_within_each_group():
-    responses = ["\\boxed{3}", "\\boxed{3}", "\\boxed{4}", "none", "\\boxed{9}", "\\boxed{8}", "\\boxed{8}", "\\boxed{08}"]
+    responses = r"\boxed{3} \boxed{3} \boxed{4} none \boxed{9} \boxed{8} \boxed{8} \boxed{08}".split()
     assert compute_rewards("ttrl", rollouts(responses, group_size=4)) == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     assert compute_rewards("ttrl", rollouts(["none", "none"], group_size=2)) == [0.0, 0.0]
 
@@ -203,7 +262,9 @@ def test_random_mean_is_gamma_seeded_and_independent_of_text():
 
 @pytest.mark.parametrize("name", rewards.reward_names())
 def test_every_reward_gives_one_number_in_0_1_per_response(name):
-    batch = rollouts(["\\boxed{1}", "python \\boxed{2}", "", "\\boxed{1}"], labels=["1"] * 4, group_size=2, rng=random.Random(0))
+    batch = rollouts(
+        ["\\boxed{1}", "python \\boxed{2}", "", "\\boxed{1}"], labels=["1"] * 4, group_size=2, rng=random.Random(0)
+    )
     values = compute_rewards(name, batch)
     assert len(values) == 4 and all(v in (0.0, 1.0) for v in values)
 
@@ -233,9 +294,20 @@ def test_one_shot_problem_is_graded_by_its_answer():
 
 # ------------------------------------------------------------------------------------------------- grading pool
 # A batch whose every response needs math-verify (none is settled by the exact-match path), two of them pathological.
-MIXED = [("\\boxed{\\frac{1}{2}}", "0.5"), ("\\boxed{\\frac{2}{4}}", "\\frac12"), ("\\boxed{x = 5}", "5"), ("\\boxed{27.0}", "27"),
-         ("\\boxed{5 \\text{ cm}}", "5"), ("\\boxed{\\frac{1}{3}}", "0.5"), ("\\boxed{2\\pi}", "6.28"), ("\\boxed{\\sqrt{4}}", "2"),
-         ("\\boxed{10^{10^{100}}}", "5"), ("\\sqrt{" * 500 + "2" + "}" * 500, "5"), ("\\boxed{(1, 2)}", "(1,2)"), ("\\boxed{070}", "70")]
+MIXED = [
+    ("\\boxed{\\frac{1}{2}}", "0.5"),
+    ("\\boxed{\\frac{2}{4}}", "\\frac12"),
+    ("\\boxed{x = 5}", "5"),
+    ("\\boxed{27.0}", "27"),
+    ("\\boxed{5 \\text{ cm}}", "5"),
+    ("\\boxed{\\frac{1}{3}}", "0.5"),
+    ("\\boxed{2\\pi}", "6.28"),
+    ("\\boxed{\\sqrt{4}}", "2"),
+    ("\\boxed{10^{10^{100}}}", "5"),
+    ("\\sqrt{" * 500 + "2" + "}" * 500, "5"),
+    ("\\boxed{(1, 2)}", "(1,2)"),
+    ("\\boxed{070}", "70"),
+]
 GRADE_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
@@ -270,7 +342,9 @@ def test_batch_grading_from_a_script_file_or_standard_input_matches_one_by_one(h
     if how == "file":
         run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     else:  # forkserver workers cannot re-import a main module read from stdin: they die at start
-        run = subprocess.run([sys.executable, "-"], input=script.read_text(), capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [sys.executable, "-"], input=script.read_text(), capture_output=True, text=True, timeout=300
+        )
     first, second = json.loads(run.stdout.strip().splitlines()[-1])
     assert first == second == one_by_one and True in one_by_one and False in one_by_one
     assert run.stderr.count("grading worker pool failed") == (1 if how == "stdin" else 0), run.stderr

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
-import rlvr_min
-import toy
 from conftest import load_weights, needs_vllm, read_metrics
 
-SHORT = ["--steps", "2", "--prompts-per-step", "8", "--group-size", "4", "--mini-batches", "4", "--max-new-tokens", "64",
-         "--eval-every", "2", "--eval-size", "40"]
+import infra
+import rlvr_min
+import toy
+
+SHORT = (
+    "--steps 2 --prompts-per-step 8 --group-size 4 --mini-batches 4 --max-new-tokens 64 --eval-every 2 --eval-size 40"
+).split()
 
 
 def run(args, tmp_path):
@@ -36,9 +38,24 @@ def test_short_run_writes_everything_and_changes_the_policy(engine, tmp_path, to
     assert [m["step"] for m in metrics] == [0, 1, 2]  # step 0: the base model's evaluation
     evaluation = {"eval_accuracy", "eval_code_frequency", "eval_fork_probability", "eval_fork_polarisation"}  # a toy
     assert set(metrics[0]) == {"step"} | evaluation
-    required = {"step", "reward_mean", "accuracy", "code_frequency", "fork_probability", "clip_fraction",
-                "clip_fraction_low", "clip_fraction_high", "clip_fraction_high[0.5,0.833)", "token_share[0.833,1]",
-                "clip_fraction_per_epoch", "approx_kl", "entropy", "mean_token_prob", "response_length", "step_seconds"}
+    required = {
+        "step",
+        "reward_mean",
+        "accuracy",
+        "code_frequency",
+        "fork_probability",
+        "clip_fraction",
+        "clip_fraction_low",
+        "clip_fraction_high",
+        "clip_fraction_high[0.5,0.833)",
+        "token_share[0.833,1]",
+        "clip_fraction_per_epoch",
+        "approx_kl",
+        "entropy",
+        "mean_token_prob",
+        "response_length",
+        "step_seconds",
+    }
     assert required | evaluation <= set(metrics[-1])
     assert 0 <= metrics[0]["eval_fork_polarisation"] <= 0.5 and 0 < metrics[0]["eval_fork_probability"] < 1
     for m in metrics[1:]:
@@ -67,7 +84,10 @@ def test_vllm_generations_follow_the_synced_weights(toy_model):
 
     tokenizer = AutoTokenizer.from_pretrained(toy_model)
     model = AutoModelForCausalLM.from_pretrained(toy_model)
-    hf, vllm = rlvr_min.HFEngine(model, tokenizer), rlvr_min.VLLMEngine(toy_model, rlvr_min.Config(max_prompt_tokens=128, max_new_tokens=64), torch.float32)
+    hf, vllm = (
+        infra.HFEngine(model, tokenizer),
+        infra.VLLMEngine(toy_model, rlvr_min.Config(max_prompt_tokens=128, max_new_tokens=64), torch.float32),
+    )
     prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in toy.dataset("test")[:16]])
     greedy = lambda engine: engine.generate(prompts, 1, 0.0, 1.0, 64, seed=0)
     before = greedy(vllm)
@@ -82,7 +102,8 @@ def test_vllm_generations_follow_the_synced_weights(toy_model):
 
 def test_ground_truth_reward_raises_accuracy(tmp_path):
     # Toy defaults (32 prompts x 8, 8 updates, lr 1e-4) on toy:qwen-math-7b. Measured on seed 0: held-out greedy
-    # accuracy 0.51 (base) -> 0.70 after 20 steps -> 0.75 after 30 (code use 0.64 -> 0.82); it barely moves in the first 10.
+    # accuracy 0.51 (base) -> 0.70 after 20 steps -> 0.75 after 30 (code use 0.64 -> 0.82); it barely moves in the
+    # first 10.
     result = run(["--reward", "ground_truth", "--engine", "hf", "--steps", "20", "--eval-every", "20"], tmp_path)
     assert result.exit_code == 0, result.output
     evaluated = [m for m in read_metrics(tmp_path / "run") if "eval_accuracy" in m]
@@ -132,10 +153,39 @@ def test_bad_input_fails_with_one_clear_line(args, message, tmp_path):
 
 
 def test_vllm_engine_without_vllm_fails_clearly(tmp_path, monkeypatch):
-    monkeypatch.setattr(rlvr_min, "vllm_installed", lambda: False)
+    monkeypatch.setattr(infra, "vllm_installed", lambda: False)
     result = CliRunner().invoke(rlvr_min.main, ["--engine", "vllm", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "Error: --engine vllm needs vLLM" in result.output
-    assert rlvr_min.choose_engine(rlvr_min.Config(engine="auto")) == "hf"
+    assert infra.choose_engine(rlvr_min.Config(engine="auto")) == "hf"
+
+
+def test_report_to_tensorboard_logs_every_number_of_metrics_jsonl(tmp_path, toy_model):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run(SHORT + ["--engine", "hf", "--reward", "random", "--report-to", "tensorboard"], tmp_path)
+    assert result.exit_code == 0, result.output
+    expected = {}  # tag -> {step: value}: every number of metrics.jsonl, a list's entries as name/0, name/1, ...
+    for row in read_metrics(tmp_path / "run"):
+        for key, value in row.items():
+            entries = [(f"{key}/{i}", v) for i, v in enumerate(value)] if isinstance(value, list) else [(key, value)]
+            for tag, number in entries:
+                if key != "step" and isinstance(number, (int, float)):
+                    expected.setdefault(tag, {})[row["step"]] = number
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    logged = {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+    assert set(logged) == set(expected) and {"eval_accuracy", "clip_fraction_per_epoch/0"} <= set(logged)
+    for tag, values in expected.items():
+        assert logged[tag].keys() == values.keys(), tag
+        assert all(logged[tag][step] == pytest.approx(value, rel=1e-6, abs=1e-6) for step, value in values.items()), tag
+
+
+def test_report_to_a_tracker_that_is_not_installed_fails_clearly(tmp_path, monkeypatch):
+    real_find_spec = rlvr_min.importlib.util.find_spec
+    monkeypatch.setattr(
+        rlvr_min.importlib.util, "find_spec", lambda name: None if name == "wandb" else real_find_spec(name)
+    )
+    result = CliRunner().invoke(rlvr_min.main, ["--report-to", "wandb", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "Error: --report-to wandb needs wandb: pip install wandb" in result.output
 
 
 def test_a_process_count_that_does_not_split_the_batch_fails_clearly(tmp_path, monkeypatch):
@@ -145,41 +195,75 @@ def test_a_process_count_that_does_not_split_the_batch_fails_clearly(tmp_path, m
     assert "3 processes must split both --prompts-per-step 8 and each mini-batch (8 rollouts) evenly" in result.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "nobody/no-such-model", "--dataset", "toy", "--eval-dataset", "toy"], "cannot load model nobody/no-such-model: "),
-    (["--dataset", "nobody/no-such-dataset"], "cannot load dataset nobody/no-such-dataset (split train): "),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--model", "nobody/no-such-model", "--dataset", "toy", "--eval-dataset", "toy"],
+            "cannot load model nobody/no-such-model: ",
+        ),
+        (["--dataset", "nobody/no-such-dataset"], "cannot load dataset nobody/no-such-dataset (split train): "),
+    ],
+)
 def test_hub_names_that_cannot_be_loaded_fail_clearly(args, message, tmp_path):
     # A fresh process: the hub libraries read HF_HUB_OFFLINE when they are imported (this machine has no hub anyway).
-    result = subprocess.run([sys.executable, "rlvr_min.py", *args, "--out", str(tmp_path / "run")], capture_output=True,
-                            text=True, cwd=Path(rlvr_min.__file__).parent, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "rlvr_min.py", *args, "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=Path(rlvr_min.__file__).parent,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_help_names_every_knob_of_the_paper():
     text = CliRunner().invoke(rlvr_min.main, ["--help"]).output
-    for flag in ["--model", "--reward", "--dataset", "--steps", "--seed", "--out", "--engine", "--prompts-per-step",
-                 "--group-size", "--max-new-tokens", "--temperature", "--clip / --no-clip", "--clip-low", "--clip-high",
-                 "--mini-batches", "--lr", "--eval-every", "--save-every", "--kl-coef", "--gamma"]:
+    for flag in [
+        "--model",
+        "--reward",
+        "--dataset",
+        "--steps",
+        "--seed",
+        "--out",
+        "--engine",
+        "--prompts-per-step",
+        "--group-size",
+        "--max-new-tokens",
+        "--temperature",
+        "--clip / --no-clip",
+        "--clip-low",
+        "--clip-high",
+        "--mini-batches",
+        "--lr",
+        "--eval-every",
+        "--save-every",
+        "--kl-coef",
+        "--gamma",
+    ]:
         assert flag in text, flag
 
 
 def test_gradient_checkpointing_recomputes_the_forward_and_changes_no_result(tmp_path, monkeypatch):
-    load_policy, forwards = rlvr_min.load_policy, []
+    load_policy, forwards = infra.load_policy, []
 
     def counting_load_policy(config, weights=None):  # counts the first decoder layer's forwards that build a graph
         model, tokenizer, engine = load_policy(config, weights)
         # a pre-hook: the recomputation in backward stops as soon as it has what it needs, before any forward hook
-        model.model.layers[0].register_forward_pre_hook(lambda *_: forwards.append(1) if torch.is_grad_enabled() else None)
+        model.model.layers[0].register_forward_pre_hook(
+            lambda *_: forwards.append(1) if torch.is_grad_enabled() else None
+        )
         return model, tokenizer, engine
 
-    monkeypatch.setattr(rlvr_min, "load_policy", counting_load_policy)
+    monkeypatch.setattr(infra, "load_policy", counting_load_policy)
     args = SHORT + ["--steps", "1", "--eval-every", "0", "--engine", "hf", "--reward", "random"]
     assert run(args, tmp_path / "plain").exit_code == 0
     plain_forwards = len(forwards)
     assert run(args + ["--gradient-checkpointing"], tmp_path / "checkpointed").exit_code == 0
-    assert plain_forwards == 4 and len(forwards) - plain_forwards == 2 * plain_forwards  # each forward again in backward
+    assert (
+        plain_forwards == 4 and len(forwards) - plain_forwards == 2 * plain_forwards
+    )  # each forward again in backward
     [plain], [checkpointed] = read_metrics(tmp_path / "plain" / "run"), read_metrics(tmp_path / "checkpointed" / "run")
     for key in ("grad_norm", "approx_kl", "clip_fraction", "entropy"):
         assert checkpointed[key] == pytest.approx(plain[key], rel=1e-5, abs=1e-9), key
@@ -187,7 +271,13 @@ def test_gradient_checkpointing_recomputes_the_forward_and_changes_no_result(tmp
 
 def test_paper_defaults_for_real_models_and_toy_defaults_for_toy_models():
     real = rlvr_min.resolve_config({"model": "Qwen/Qwen2.5-Math-7B"})
-    assert (real.lr, real.prompts_per_step, real.group_size, real.mini_batches, real.max_new_tokens) == (5e-7, 64, 16, 8, 3072)
+    assert (real.lr, real.prompts_per_step, real.group_size, real.mini_batches, real.max_new_tokens) == (
+        5e-7,
+        64,
+        16,
+        8,
+        3072,
+    )
     assert (real.clip, real.clip_low, real.clip_high, real.kl_coef, real.temperature) == (True, 0.2, 0.2, 0.0, 1.0)
     assert (real.beta1, real.beta2, real.weight_decay, real.max_grad_norm) == (0.9, 0.95, 0.0, 1.0)
     toy_config = rlvr_min.resolve_config({})
@@ -222,6 +312,7 @@ def test_epochs_reuse_each_rollout_batch_with_fixed_old_log_probs(tmp_path, monk
     assert len(row["clip_fraction_per_epoch"]) == 2
     assert row["clip_fraction_per_epoch"][1] > 0  # the second pass sees its own first-pass updates: clipping fires
     assert row["clip_fraction"] == pytest.approx(sum(row["clip_fraction_per_epoch"]) / 2)
-    assert row["clip_fraction"] == pytest.approx(sum(row[f"clip_fraction_{side}{band}"] for band in rlvr_min.CLIP_BANDS
-                                                     for side in ("low", "high")))
+    assert row["clip_fraction"] == pytest.approx(
+        sum(row[f"clip_fraction_{side}{band}"] for band in rlvr_min.CLIP_BANDS for side in ("low", "high"))
+    )
     assert sum(row[f"token_share{band}"] for band in rlvr_min.CLIP_BANDS) == pytest.approx(1.0)

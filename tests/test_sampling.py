@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-import rlvr_min
+import infra
 
 EOS = 9
 
@@ -16,9 +16,17 @@ def tiny_qwen2(seed: int = 0, vocabulary: int = 40):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=vocabulary, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128, eos_token_id=EOS,
-                         pad_token_id=0)
+    config = Qwen2Config(
+        vocab_size=vocabulary,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        eos_token_id=EOS,
+        pad_token_id=0,
+    )
     model = Qwen2ForCausalLM(config).eval()
     model.generation_config.eos_token_id = EOS
     with torch.no_grad():
@@ -51,9 +59,9 @@ PROMPTS = [[5, 6, 7], [3, 4], [8, 1, 2, 3, 4, 5], [7], [2, 2, 2, 2], [6, 5], [4,
 
 
 def both_paths(model, *args):
-    loop = rlvr_min.HFEngine(model, Tokenizer())
+    loop = infra.HFEngine(model, Tokenizer())
     assert loop.loop  # a plain decoder-only LM takes the loop
-    return rlvr_min.HFEngine(model, Tokenizer(), loop=False).generate(*args), loop.generate(*args)
+    return infra.HFEngine(model, Tokenizer(), loop=False).generate(*args), loop.generate(*args)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 5])
@@ -71,7 +79,7 @@ def test_greedy_output_is_identical_to_generate_on_a_random_qwen2(seed):
 
 def test_sampled_output_is_reproducible_from_its_seed():
     model = tiny_qwen2(3)
-    engine = rlvr_min.HFEngine(model, Tokenizer())
+    engine = infra.HFEngine(model, Tokenizer())
     first = engine.generate(PROMPTS, 8, 1.0, 1.0, 16, seed=7)
     assert first == engine.generate(PROMPTS, 8, 1.0, 1.0, 16, seed=7)
     assert first != engine.generate(PROMPTS, 8, 1.0, 1.0, 16, seed=8)
@@ -81,19 +89,26 @@ def test_sampled_output_is_reproducible_from_its_seed():
 PROBABILITIES = [0.0, 0.4, 0.2, 0.15, 0.1, 0.05, 0.0, 0.0, 0.0, 0.1]  # token 9 is EOS
 
 
-@pytest.mark.parametrize("temperature, top_p, expected", [
-    (1.0, 1.0, [0.0, 0.4, 0.2, 0.15, 0.1, 0.05, 0.0, 0.0, 0.0, 0.1]),
-    # T = 0.5 squares the probabilities: 0.16, 0.04, 0.0225, 0.01, 0.0025, 0.01 over a total of 0.245
-    (0.5, 1.0, [0.0, 0.16 / 0.245, 0.04 / 0.245, 0.0225 / 0.245, 0.01 / 0.245, 0.0025 / 0.245, 0, 0, 0, 0.01 / 0.245]),
-    # top-p 0.7: 0.4 + 0.2 = 0.6 < 0.7, so 0.15 joins (0.75); renormalised over 0.75
-    (1.0, 0.7, [0.0, 0.4 / 0.75, 0.2 / 0.75, 0.15 / 0.75, 0, 0, 0, 0, 0, 0]),
-    # both: T = 0.5 first (0.653, 0.163, 0.092, ...), then the nucleus of 0.8: 0.653 + 0.163 = 0.816
-    (0.5, 0.8, [0.0, 0.16 / 0.2, 0.04 / 0.2, 0, 0, 0, 0, 0, 0, 0]),
-])
+@pytest.mark.parametrize(
+    "temperature, top_p, expected",
+    [
+        (1.0, 1.0, [0.0, 0.4, 0.2, 0.15, 0.1, 0.05, 0.0, 0.0, 0.0, 0.1]),
+        # T = 0.5 squares the probabilities: 0.16, 0.04, 0.0225, 0.01, 0.0025, 0.01 over a total of 0.245
+        (
+            0.5,
+            1.0,
+            [0.0, 0.16 / 0.245, 0.04 / 0.245, 0.0225 / 0.245, 0.01 / 0.245, 0.0025 / 0.245, 0, 0, 0, 0.01 / 0.245],
+        ),
+        # top-p 0.7: 0.4 + 0.2 = 0.6 < 0.7, so 0.15 joins (0.75); renormalised over 0.75
+        (1.0, 0.7, [0.0, 0.4 / 0.75, 0.2 / 0.75, 0.15 / 0.75, 0, 0, 0, 0, 0, 0]),
+        # both: T = 0.5 first (0.653, 0.163, 0.092, ...), then the nucleus of 0.8: 0.653 + 0.163 = 0.816
+        (0.5, 0.8, [0.0, 0.16 / 0.2, 0.04 / 0.2, 0, 0, 0, 0, 0, 0, 0]),
+    ],
+)
 def test_sampled_tokens_follow_the_known_distribution(temperature, top_p, expected):
     model = known_distribution_model(PROBABILITIES)
     samples = 6000
-    responses = rlvr_min.HFEngine(model, Tokenizer()).generate(PROMPTS[:2], samples // 2, temperature, top_p, 2, seed=0)
+    responses = infra.HFEngine(model, Tokenizer()).generate(PROMPTS[:2], samples // 2, temperature, top_p, 2, seed=0)
     # the first token of every response, and the second wherever the first was not EOS: all from the same distribution
     tokens = [r[0] for r in responses] + [r[1] for r in responses if len(r) > 1]
     counts = torch.bincount(torch.tensor(tokens), minlength=len(expected)).double()
@@ -109,5 +124,5 @@ def test_sampled_tokens_follow_the_known_distribution(temperature, top_p, expect
 def test_sample_tokens_inverts_the_cdf_exactly_on_the_edges():
     generator = torch.Generator().manual_seed(0)
     logits = torch.tensor([[0.0, -1e9, 0.0], [-1e9, -1e9, 5.0]])
-    draws = torch.stack([rlvr_min.sample_tokens(logits, 1.0, 1.0, generator) for _ in range(400)])
+    draws = torch.stack([infra.sample_tokens(logits, 1.0, 1.0, generator) for _ in range(400)])
     assert set(draws[:, 0].tolist()) == {0, 2} and set(draws[:, 1].tolist()) == {2}  # zero-probability tokens never

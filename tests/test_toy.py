@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_weights, needs_vllm
 
+import infra
 import rewards
 import rlvr_min
 import toy
-from conftest import load_weights, needs_vllm
 
 
 def test_problems_look_like_math500_and_the_test_split_is_held_out():
@@ -34,7 +35,9 @@ def test_planted_shares_match_the_preset_on_the_test_split():
         assert abs(sum(code) / 500 - preset.code_frequency) < 0.02, name
         if right_code:
             assert abs(sum(right_code) / len(right_code) - preset.accuracy_with_code) < 0.02 + 1 / len(right_code), name
-        assert abs(sum(right_language) / len(right_language) - preset.accuracy_without_code) < 0.02 + 1 / len(right_language), name
+        assert abs(sum(right_language) / len(right_language) - preset.accuracy_without_code) < 0.02 + 1 / len(
+            right_language
+        ), name
 
 
 def test_responses_in_both_styles_are_graded_as_planted():
@@ -83,8 +86,7 @@ def test_building_twice_from_the_same_seed_gives_identical_weights(tmp_path, mon
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     other = toy.build("qwen-math-1.5b", log=lambda _: None, steps=25, seed=1)
-    assert not torch.equal(load_weights(other)["model.embed_tokens.weight"],
-                           weights[0]["model.embed_tokens.weight"])
+    assert not torch.equal(load_weights(other)["model.embed_tokens.weight"], weights[0]["model.embed_tokens.weight"])
 
 
 @needs_vllm()
@@ -94,8 +96,8 @@ def test_vllm_and_hf_give_the_same_greedy_answers(toy_model):
     config = rlvr_min.Config(model=toy_model, max_prompt_tokens=128, max_new_tokens=96)
     tokenizer = AutoTokenizer.from_pretrained(toy_model)
     prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in toy.dataset("test")[:8]])
-    hf = rlvr_min.HFEngine(AutoModelForCausalLM.from_pretrained(toy_model), tokenizer)
-    vllm = rlvr_min.VLLMEngine(toy_model, config, torch.float32)
+    hf = infra.HFEngine(AutoModelForCausalLM.from_pretrained(toy_model), tokenizer)
+    vllm = infra.VLLMEngine(toy_model, config, torch.float32)
     hf_texts = tokenizer.batch_decode(hf.generate(prompts, 1, 0.0, 1.0, 96, seed=0), skip_special_tokens=True)
     vllm_texts = tokenizer.batch_decode(vllm.generate(prompts, 1, 0.0, 1.0, 96, seed=0), skip_special_tokens=True)
     assert hf_texts == vllm_texts
@@ -107,7 +109,7 @@ def measure(model_dir: str) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    engine = rlvr_min.HFEngine(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer)
+    engine = infra.HFEngine(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer)
     test = toy.dataset("test")
     prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in test])
     texts = tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, 96, seed=0), skip_special_tokens=True)
@@ -140,9 +142,9 @@ def test_sampling_loop_is_greedy_identical_to_generate_on_the_held_out_split(pre
     directory = str(toy.build(preset))
     tokenizer, model = AutoTokenizer.from_pretrained(directory), AutoModelForCausalLM.from_pretrained(directory)
     prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in toy.dataset("test")])
-    loop = rlvr_min.HFEngine(model, tokenizer)
+    loop = infra.HFEngine(model, tokenizer)
     assert loop.loop
-    generate = rlvr_min.HFEngine(model, tokenizer, loop=False)
+    generate = infra.HFEngine(model, tokenizer, loop=False)
     assert loop.generate(prompts, 1, 0.0, 1.0, 96, seed=0) == generate.generate(prompts, 1, 0.0, 1.0, 96, seed=0)
 
 
@@ -171,7 +173,9 @@ def test_fork_probability_equals_a_direct_computation_for_each_style(toy_model):
             prompts.append(prompt)
             responses.append(response)
         assert toy.fork_probabilities(model, tokenizer, prompts, responses) == pytest.approx(direct, abs=1e-5)
-        assert toy.fork_probability(model, tokenizer, prompts, responses) == pytest.approx(sum(direct) / len(direct), abs=1e-5)
+        assert toy.fork_probability(model, tokenizer, prompts, responses) == pytest.approx(
+            sum(direct) / len(direct), abs=1e-5
+        )
     no_fork = tokenizer("no fork", add_special_tokens=False)["input_ids"]
     assert toy.fork_probabilities(model, tokenizer, prompts[:2], [no_fork, responses[1]])[0] is None
     assert toy.fork_probability(model, tokenizer, prompts[:1], [no_fork]) is None
@@ -184,7 +188,7 @@ def test_fork_probability_of_sampled_rollouts_matches_their_code_frequency(toy_m
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(toy_model), AutoTokenizer.from_pretrained(toy_model)
     prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in toy.dataset("train")[:64]])
-    responses = rlvr_min.HFEngine(model, tokenizer).generate(prompts, 8, 1.0, 1.0, 96, seed=0)
+    responses = infra.HFEngine(model, tokenizer).generate(prompts, 8, 1.0, 1.0, 96, seed=0)
     counted = sum(map(rewards.has_code, tokenizer.batch_decode(responses, skip_special_tokens=True))) / len(responses)
     fork = toy.fork_probability(model, tokenizer, [p for p in prompts for _ in range(8)], responses)
     assert 0.2 < counted < 0.8 and abs(fork - counted) < 0.07, (fork, counted)  # 512 draws: sd ~0.022

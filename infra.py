@@ -1,0 +1,550 @@
+"""The plumbing beside rlvr_min.py, moved here so that the algorithm reads top to bottom there.
+
+- processes: torchrun's process group, rank and world size, gathers and sums over processes, FSDP2 sharding
+- engines: the two rollout engines (HF on the training model, in-process vLLM), choosing one, loading the models
+- files: atomic writes, checkpoints, what --resume restores
+- signals: SIGTERM / Ctrl-C finish the step, save and exit
+- reports: the run's plot, shared figure helpers (evaluate.py uses them too), TensorBoard / W&B trackers
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import torch
+from tqdm import tqdm
+
+import toy
+
+
+# =========================================================================================================== processes
+# Under `torchrun --nproc-per-node N`, every process runs the whole of rlvr_min.py. Each generates the rollouts of its
+# share of the prompts (whole groups), all processes then hold the whole batch, and each computes the loss of its share
+# of every mini-batch; FSDP2 shards the weights, gradients and optimizer state. With one process these do nothing.
+def init_processes() -> None:
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs) when there is one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def gather(values: list) -> list:
+    """Every process's list, concatenated in rank order, on every process."""
+    if world_size() == 1:
+        return values
+    parts = [None] * world_size()
+    torch.distributed.all_gather_object(parts, values)
+    return [value for part in parts for value in part]
+
+
+def own_share(items: list) -> list:
+    """This process's contiguous share of items (gather puts the shares back together in order)."""
+    size = -(-len(items) // world_size())
+    return items[rank() * size : (rank() + 1) * size]
+
+
+def all_sum(values: list[float]) -> list[float]:
+    """Element-wise sums over the processes."""
+    if world_size() == 1:
+        return values
+    total = torch.tensor(values, dtype=torch.float64, device="cuda" if torch.cuda.is_available() else "cpu")
+    torch.distributed.all_reduce(total)
+    return total.tolist()
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        torch.distributed.barrier()
+
+
+def log(message: str) -> None:
+    """One line on process 0's standard output, above the progress bar."""
+    if rank() == 0:
+        tqdm.write(message, file=sys.stdout)
+
+
+def shard(model) -> None:
+    """FSDP2: each decoder layer, then the rest, keeps 1/N of its weights, gradients and Adam state per process and
+    all-gathers the weights just in time for its forward. On GPUs the forward runs in bf16 with fp32 master weights."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if torch.cuda.is_available():
+        precision = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    else:
+        precision = MixedPrecisionPolicy()
+    for module in model.modules():
+        if (
+            type(module).__name__ in model._no_split_modules
+        ):  # the model's decoder-layer class, as transformers names it
+            fully_shard(module, mp_policy=precision)
+    fully_shard(model, mp_policy=precision)
+
+
+# ============================================================================================================= engines
+class HFEngine:
+    """Generation on the training model itself (nothing to sync), by one of two paths with the same distribution:
+
+    - `sample` (decoder-only LMs that take GenerationMixin's own inputs: Qwen2, Llama, OLMo, the toy): each prompt is
+      prefilled once and its KV cache repeated n times, then one forward per token over the unfinished rows. On the
+      toy it is ~2x faster than `generate`, whose per-token machinery costs more than the tiny model's forward.
+    - `model.generate` for a model that prepares its own generation inputs (multimodal, recurrent caches, ...), which
+      the loop does not reproduce; or when asked for (`loop=False`, as tests/bench_step.py does to compare).
+    """
+
+    def __init__(self, model, tokenizer, loop: bool | None = None):
+        from transformers import GenerationMixin
+
+        self.model, self.tokenizer = model, tokenizer
+        default_inputs = type(model).prepare_inputs_for_generation is GenerationMixin.prepare_inputs_for_generation
+        self.loop = default_inputs if loop is None else loop
+
+    def generate(
+        self, prompts: list[list[int]], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int
+    ) -> list[list[int]]:
+        """n responses per prompt (grouped: prompt 0's n first), each as its token ids ending with EOS if it ended."""
+        pad, stops = (
+            self.tokenizer.pad_token_id,
+            self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
+        )
+        stops = torch.tensor(stops if isinstance(stops, list) else [stops], device=self.model.device)
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)  # left padding
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            if self.loop:
+                output = self.sample(ids, attention, n, temperature, top_p, max_new_tokens, stops, seed)
+            else:
+                torch.manual_seed(seed)
+                sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
+                # synced_gpus: under FSDP every forward is collective, so a process that is done steps with the rest
+                output = self.model.generate(
+                    input_ids=ids.repeat_interleave(n, 0),
+                    attention_mask=attention.repeat_interleave(n, 0),
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=pad,
+                    top_k=None,
+                    synced_gpus=world_size() > 1,
+                    **(sampling if temperature > 0 else {"do_sample": False}),
+                )[:, width:]
+        self.model.train(was_training)
+        responses = []
+        for row in output.tolist():
+            end = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))  # keep the EOS: it is learnt
+            responses.append(row[:end])
+        return responses
+
+    def sample(self, ids, attention, n, temperature, top_p, max_new_tokens, stops, seed) -> torch.Tensor:
+        """The sampling loop: n continuations of each (left-padded) prompt, as a [prompts x n, max_new_tokens] tensor
+        whose rows run on past their first stop token (cut by the caller)."""
+        from transformers import DynamicCache
+
+        generator = torch.Generator(ids.device).manual_seed(seed)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded prompts
+        cache = DynamicCache(config=self.model.config)
+        logits = (
+            self.model(
+                input_ids=ids,
+                attention_mask=attention,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            .logits[:, -1]
+            .float()
+        )
+        cache.batch_repeat_interleave(n)  # the prompt's keys and values, once per sample
+        logits, attention, position = (t.repeat_interleave(n, 0) for t in (logits, attention, positions[:, -1:]))
+        row = torch.arange(len(logits), device=ids.device)  # the output row of each row of the batch
+        done = torch.zeros(len(row), dtype=torch.bool, device=ids.device)
+        output = torch.full((len(row), max_new_tokens), self.tokenizer.pad_token_id, device=ids.device)
+        for t in range(max_new_tokens):
+            tokens = sample_tokens(logits, temperature, top_p, generator)
+            output[row, t] = tokens
+            done |= torch.isin(tokens, stops)
+            # under torchrun every forward is collective: a process goes on (with a finished row) until all are done
+            if all_sum([float(not done.all())])[0] == 0 or t == max_new_tokens - 1:
+                break
+            if (~done).sum() <= 0.75 * len(
+                done
+            ):  # drop the finished rows, a quarter at a time (a drop copies the cache)
+                keep = ~done
+                keep[0] |= not keep.any()
+                cache.batch_select_indices(keep.nonzero().squeeze(1))
+                row, tokens, attention, position, done = (x[keep] for x in (row, tokens, attention, position, done))
+            attention = torch.cat([attention, attention.new_ones(len(row), 1)], dim=1)
+            position = position + 1
+            logits = (
+                self.model(
+                    input_ids=tokens[:, None],
+                    attention_mask=attention,
+                    position_ids=position,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                .logits[:, -1]
+                .float()
+            )
+        return output
+
+    def sync(self, model) -> None:
+        pass
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
+    """One token per row: the argmax at temperature 0; else a draw from softmax(logits / T), cut to the top_p nucleus
+    (the most likely tokens whose mass reaches top_p), by inverting the CDF with one uniform number per row."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probabilities = (logits / temperature).softmax(-1)
+    if top_p < 1:
+        ranked, order = probabilities.sort(-1, descending=True)
+        ranked[ranked.cumsum(-1) - ranked >= top_p] = 0  # the mass of the more likely tokens already reaches top_p
+        probabilities = torch.zeros_like(probabilities).scatter_(-1, order, ranked)
+    cdf = probabilities.cumsum(-1)
+    uniform = torch.rand(len(cdf), 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, uniform, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
+
+
+class VLLMEngine:
+    """A colocated, in-process vLLM engine; after every optimizer step its weights are replaced in place.
+
+    Under torchrun each process drives its own engine on its own prompts: vLLM's `external_launcher` executor with one
+    data-parallel rank per process (it reuses torchrun's process group).
+    """
+
+    def __init__(self, model_path: str, config, dtype: torch.dtype):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in this process, so weights can be synced
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on a CPU
+        from vllm import LLM
+
+        processes = {}
+        if world_size() > 1:
+            processes = {"distributed_executor_backend": "external_launcher", "data_parallel_size": world_size()}
+        self.llm = LLM(
+            model=model_path,
+            dtype=str(dtype).removeprefix("torch."),
+            seed=config.seed + rank(),
+            max_model_len=config.max_prompt_tokens + config.max_new_tokens,
+            gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+            enable_sleep_mode=config.vllm_sleep,
+            trust_remote_code=config.trust_remote_code,
+            enable_prefix_caching=True,
+            **processes,
+        )
+        self.sleep_mode, self.asleep = config.vllm_sleep, False
+
+    def generate(
+        self, prompts: list[list[int]], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int
+    ) -> list[list[int]]:
+        from vllm import SamplingParams
+
+        # No per-request seed: vLLM's CPU build fails on seeded requests whose prefill is split into chunks; the
+        # engine's generator, seeded once with --seed, makes a run repeatable all the same.
+        top_p = top_p if temperature > 0 else 1.0
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens)
+        self.wake_up()
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        if self.sleep_mode:  # level 1: weights to CPU memory, KV cache dropped; the GPU is the trainer's until wake_up
+            self.llm.sleep(level=1)
+            self.asleep = True
+        return [list(sample.token_ids) for output in outputs for sample in output.outputs]
+
+    def wake_up(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
+    def sync(self, model) -> None:
+        self.wake_up()
+        # One full tensor at a time (an FSDP shard is all-gathered just then): never a second copy of the whole model.
+        weights = (
+            (name, tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor.detach())
+            for name, tensor in model.state_dict().items()
+        )
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+
+
+def vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+ENGINES = ("auto", "hf", "vllm")
+
+
+def choose_engine(config) -> str:
+    # vLLM pays off on a GPU; on a CPU, HF generation is faster for the toy model (see tests/bench_step.py).
+    if config.engine != "auto":
+        return config.engine
+    return "vllm" if vllm_installed() and torch.cuda.is_available() else "hf"
+
+
+def load_model(path: str, config):
+    """A causal LM in fp32 on this process's device (sharded under torchrun): the policy, or the KL reference.
+    fp32 weights: the paper's lr 5e-7 is below bf16's resolution; the forward runs in bf16 on a GPU."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=config.trust_remote_code
+        )
+    except OSError as error:  # not on the hub, no network, no such directory
+        raise click.UsageError(f"cannot load model {path}: {str(error).splitlines()[0]}") from None
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_policy(config, weights: Path | None = None):
+    """The policy model (trained; sharded under torchrun), its tokenizer, and the engine that generates with its
+    weights; `weights` is a checkpoint directory to start from instead of config.model."""
+    from transformers import AutoTokenizer
+
+    if rank() > 0:
+        barrier()  # process 0 builds a toy model, once, while the others wait
+    path = str(weights or toy.resolve_model(config.model))
+    if rank() == 0:
+        barrier()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    except OSError as error:
+        raise click.UsageError(f"cannot load model {path}: {str(error).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = load_model(path, config)
+    if config.gradient_checkpointing:  # active in training mode only (the paper's models have no dropout to mind)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+    if world_size() > 1:
+        shard(model)
+    if choose_engine(config) == "vllm":
+        engine = VLLMEngine(path, config, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    else:
+        engine = HFEngine(model, tokenizer)
+    return model, tokenizer, engine
+
+
+def load_reference(config):
+    """The frozen initial model of the KL penalty, loaded like the policy."""
+    reference = load_model(toy.resolve_model(config.model), config).eval()
+    if world_size() > 1:
+        shard(reference)
+    return reference
+
+
+# =============================================================================================================== files
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash leaves the old file or the new, never half."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def start_run_directory(out: Path, config_json: dict) -> None:
+    """Create the run directory, remove what a crash in the middle of a save left, write config.json."""
+    if rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        for unfinished in out.glob(".checkpoint-*"):
+            shutil.rmtree(unfinished)
+        write_atomically(out / "config.json", json.dumps(config_json, indent=2))
+
+
+def save_checkpoint(model, optimizer, tokenizer, out: Path, step: int, rng_states: dict, keep_last: int) -> None:
+    """checkpoint-STEP: the model (save_pretrained: loadable by HF and vLLM), the optimizer state and what --resume
+    needs. Written into a temporary directory renamed when complete; older ones beyond keep_last deleted after."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    whole = StateDictOptions(full_state_dict=True, cpu_offload=True)  # under FSDP: gathered into process 0's memory
+    weights = get_model_state_dict(model, options=whole)
+    optimizer_state = get_optimizer_state_dict(model, optimizer, options=whole)
+    if rank() == 0:
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=".checkpoint-"))
+        model.save_pretrained(staging, state_dict=weights)
+        tokenizer.save_pretrained(staging)
+        torch.save(optimizer_state, staging / "optimizer.pt")
+        write_atomically(staging / "trainer_state.json", json.dumps({"step": step, **rng_states}))
+        final = out / f"checkpoint-{step:06d}"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        for old in sorted(out.glob("checkpoint-*"))[:-keep_last] if keep_last else []:
+            shutil.rmtree(old)
+    barrier()
+
+
+def latest_checkpoint(out: Path) -> Path:
+    checkpoints = sorted(path for path in out.glob("checkpoint-*") if (path / "trainer_state.json").exists())
+    if not checkpoints:
+        raise click.UsageError(f"--resume {out}: no checkpoint there yet (one is written every --save-every steps)")
+    return checkpoints[-1]
+
+
+def restore(checkpoint: Path, model, optimizer, rngs: dict) -> tuple[int, list[dict]]:
+    """Put the optimizer state and the named random generators back as they were after the checkpoint's step; return
+    that step and the run's metrics up to it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    # weights_only: a checkpoint is data, never code; under FSDP process 0 reads it and sends each process its shard
+    state = torch.load(checkpoint / "optimizer.pt", weights_only=True) if rank() == 0 else {}
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=world_size() > 1)
+    set_optimizer_state_dict(model, optimizer, state, options=options)
+    trainer_state = json.loads((checkpoint / "trainer_state.json").read_text())
+    for name, rng in rngs.items():
+        version, internal, gauss = trainer_state[name]
+        rng.setstate((version, tuple(internal), gauss))
+    step = trainer_state["step"]
+    lines = (checkpoint.parent / "metrics.jsonl").read_text().splitlines()
+    return step, [row for row in map(json.loads, lines) if row["step"] <= step]
+
+
+# ============================================================================================================= signals
+@contextlib.contextmanager
+def stop_requests():
+    """SIGTERM or Ctrl-C inside this block asks to stop: the list it yields gets the signal's name, and the loop
+    finishes its step, saves and exits. A second Ctrl-C abandons the step (the last checkpoint stands)."""
+    requests = []
+
+    def on_signal(number, frame):
+        requests.append(signal.Signals(number).name)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log(f"{requests[0]}: stopping after this step (Ctrl-C again abandons it)")
+
+    previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield requests
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def timed(name: str, timings: dict):
+    """timings[f"{name}_seconds"] = the block's wall time."""
+    started = time.perf_counter()
+    yield
+    timings[f"{name}_seconds"] = time.perf_counter() - started
+
+
+# ============================================================================================================= reports
+def pyplot():
+    """matplotlib's pyplot on the file-only backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: Path, dpi: int = 100) -> None:
+    """Save atomically (a reader never sees half a PNG) and free the figure."""
+    temporary = path.with_suffix(".tmp.png")
+    figure.tight_layout()
+    figure.savefig(temporary, dpi=dpi)
+    os.replace(temporary, path)
+    pyplot().close(figure)
+
+
+def plot_metrics(metrics: list[dict], path: Path, bands: list[str]) -> None:
+    """plot.png of a run: accuracy, code use and reward; clip fractions per old-probability band, the fork and mean
+    token probability, entropy."""
+    figure, axes = pyplot().subplots(2, 3, figsize=(13, 7.2))
+    trained = [m for m in metrics if "accuracy" in m]  # step 0 holds only the base model's evaluation
+    steps = [m["step"] for m in trained]
+    titles = {
+        "accuracy": "accuracy (ground truth)",
+        "code_frequency": "code frequency",
+        "reward_mean": "training reward",
+    }
+    for axis, (key, title) in zip(axes[0], titles.items()):
+        axis.plot(steps, [m[key] for m in trained], label="rollouts (sampled)")
+        if key != "reward_mean":
+            evaluated = [m for m in metrics if f"eval_{key}" in m]
+            held_out = [m[f"eval_{key}"] for m in evaluated]
+            axis.plot([m["step"] for m in evaluated], held_out, "o-", label="held-out (greedy)")
+            axis.legend()
+        axis.set_title(title)
+        axis.set_ylim(-0.02, 1.02)
+    # The diagnostics of the clipping bias: where clipping fires, and what moves the habit and the confidence.
+    for band in bands:
+        for side, style in (("low", "--"), ("high", "-")):
+            fractions = [m[f"clip_fraction_{side}{band}"] for m in trained]
+            axes[1, 0].plot(steps, fractions, style, label=f"{side} p_old {band}")
+    axes[1, 0].set_title("clip fraction by old probability")
+    axes[1, 0].legend(fontsize=6)
+    forked = [m for m in trained if m.get("fork_probability") is not None]
+    axes[1, 1].plot([m["step"] for m in forked], [m["fork_probability"] for m in forked], label="fork: P(code branch)")
+    axes[1, 1].plot(steps, [m["mean_token_prob"] for m in trained], label="mean token probability")
+    axes[1, 1].set_title("habit and confidence (rollouts)")
+    axes[1, 1].set_ylim(-0.02, 1.02)
+    axes[1, 1].legend()
+    axes[1, 2].plot(steps, [m["entropy"] for m in trained])
+    axes[1, 2].set_title("entropy (nats per token)")
+    for axis in axes.flat:
+        axis.set_xlabel("step")
+    save_figure(figure, path)
+
+
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+class Tracker:
+    """Each metrics row to TensorBoard (OUT/tensorboard) or Weights & Biases as well, numbers only, under the names
+    of metrics.jsonl (a list such as clip_fraction_per_epoch as name/0, name/1, ...). The library is imported only
+    when chosen; W&B runs offline with WANDB_MODE=offline."""
+
+    def __init__(self, report_to: str, out: Path, config: dict):
+        self.writer = self.run = None
+        if rank() > 0 or report_to == "none":
+            return
+        if report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+            self.writer.add_text("config", json.dumps(config, indent=2))
+        elif report_to == "wandb":
+            import wandb
+
+            self.run = wandb.init(project="rlvr-min", name=out.name, dir=str(out), config=config)
+
+    def log(self, row: dict) -> None:
+        numbers = {}
+        for key, value in row.items():
+            if isinstance(value, list):
+                numbers.update({f"{key}/{i}": number for i, number in enumerate(value)})
+            elif key != "step" and isinstance(value, (int, float)):
+                numbers[key] = value
+        if self.writer is not None:
+            for name, number in numbers.items():
+                self.writer.add_scalar(name, number, row["step"])
+            self.writer.flush()
+        if self.run is not None:
+            self.run.log(numbers, step=row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.run is not None:
+            self.run.finish()
