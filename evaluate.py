@@ -129,15 +129,14 @@ def generation_config(model: str, max_new_tokens: int | None, engine: str, seed:
     return config
 
 
-def run_evaluation(config: rlvr_min.Config, dataset: str, system: str, prefix: str, data_dir: str | None,
-                   limit: int | None) -> dict:  # fmt: skip
+def run_evaluation(config: rlvr_min.Config, dataset: str, system: str, prefix: str, data_dir, limit) -> dict:
     problems, samples, temperature = load_benchmark(dataset, data_dir)
     problems = problems[:limit] if limit else problems
     if not problems:
         raise click.UsageError(f"dataset {dataset} is empty")
     texts = generate_responses(config, problems, samples, temperature, system, prefix)
-    return {"model": config.model, "dataset": dataset, "system": system, "prefix": prefix,
-            **score(problems, texts, samples)}  # fmt: skip
+    setting = {"model": config.model, "dataset": dataset, "system": system, "prefix": prefix}
+    return {**setting, **score(problems, texts, samples)}
 
 
 # ---------------------------------------------------------------------------------------------------------- compare
@@ -344,9 +343,8 @@ def sweep(
 def plot_sweep(result: dict, path: Path) -> None:
     """Greedy held-out code frequency and accuracy over steps: one thin line per seed, the median bold."""
     conditions = list(result["summary"])
-    figure, axes = infra.pyplot().subplots(
-        2, len(conditions), figsize=(3.6 * len(conditions), 6), squeeze=False, sharey=True
-    )
+    figure = infra.new_figure(figsize=(3.6 * len(conditions), 6))
+    axes = figure.subplots(2, len(conditions), squeeze=False, sharey=True)
     for column, condition in enumerate(conditions):
         runs = [run for run in result["runs"] if run["condition"] == condition]
         for row, key in enumerate(("code_frequency", "accuracy")):
@@ -373,6 +371,26 @@ def plot_sweep(result: dict, path: Path) -> None:
         f"regime {result['regime']} ({' '.join(result['flags'])}), {len(result['seeds'])} seeds, greedy held-out"
     )
     infra.save_figure(figure, path, dpi=90)
+
+
+def plot_trajectories(result: dict, keys=("accuracy", "code_frequency"), axes=None, style="o-", label=""):
+    """A sweep's greedy held-out trajectories (the tutorials' plots): one axis per key, one colour per condition, one
+    line per seed; returns the axes."""
+    if axes is None:
+        import matplotlib.pyplot as plt  # shown where the caller is (a notebook), not saved
+
+        _, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4))
+    for colour, condition in enumerate(result["summary"]):
+        runs = [run for run in result["runs"] if run["condition"] == condition]
+        for seed, run in enumerate(runs):
+            steps = [point["step"] for point in run["trajectory"]]
+            for axis, key in zip(axes, keys):
+                values = [point[key] for point in run["trajectory"]]
+                axis.plot(steps, values, style, color=f"C{colour}", label=None if seed else label + condition)
+    for axis, key in zip(axes, keys):
+        axis.set(title=f"greedy held-out {key.replace('_', ' ')}", xlabel="step")
+    axes[0].legend(fontsize=7)
+    return axes
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
@@ -476,7 +494,8 @@ def checkpoints(run_dir, dataset, max_new_tokens, engine, data_dir, seed, limit)
         )
         click.echo(f"step {step:6d}  accuracy {result['accuracy']:.3f}  code {result['code_frequency']:.3f}  ({model})")
     write_json(run / "checkpoints.json", points)
-    figure, axis = infra.pyplot().subplots(figsize=(6, 3.6))
+    figure = infra.new_figure(figsize=(6, 3.6))
+    axis = figure.subplots()
     for key in ("accuracy", "code_frequency"):
         axis.plot([p["step"] for p in points], [p[key] for p in points], "o-", label=key.replace("_", " "))
     axis.set_xlabel("step")

@@ -448,29 +448,27 @@ def timed(name: str, timings: dict):
 
 
 # ============================================================================================================= reports
-def pyplot():
-    """matplotlib's pyplot on the file-only backend (no display needed)."""
-    import matplotlib
+def new_figure(**kwargs):
+    """A matplotlib Figure for a file: no pyplot state and no backend, so saving plots never changes how a notebook or
+    a GUI shows its own."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def save_figure(figure, path: Path, dpi: int = 100) -> None:
-    """Save atomically (a reader never sees half a PNG) and free the figure."""
+    """Save atomically: a reader never sees half a PNG."""
     temporary = path.with_suffix(".tmp.png")
     figure.tight_layout()
     figure.savefig(temporary, dpi=dpi)
     os.replace(temporary, path)
-    pyplot().close(figure)
 
 
 def plot_metrics(metrics: list[dict], path: Path, bands: list[str]) -> None:
     """plot.png of a run: accuracy, code use and reward; clip fractions per old-probability band, the fork and mean
     token probability, entropy."""
-    figure, axes = pyplot().subplots(2, 3, figsize=(13, 7.2))
+    figure = new_figure(figsize=(13, 7.2))
+    axes = figure.subplots(2, 3)
     trained = [m for m in metrics if "accuracy" in m]  # step 0 holds only the base model's evaluation
     steps = [m["step"] for m in trained]
     titles = {
