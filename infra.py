@@ -302,17 +302,24 @@ def choose_engine(config) -> str:
     return "vllm" if vllm_installed() and torch.cuda.is_available() else "hf"
 
 
+@contextlib.contextmanager
+def loading(path: str):
+    """Loading from `path`: a model not on the hub, no network or no such directory is a one-line usage error."""
+    try:
+        yield
+    except OSError as error:
+        raise click.UsageError(f"cannot load model {path}: {str(error).splitlines()[0]}") from None
+
+
 def load_model(path: str, config):
     """A causal LM in fp32 on this process's device (sharded under torchrun): the policy, or the KL reference.
     fp32 weights: the paper's lr 5e-7 is below bf16's resolution; the forward runs in bf16 on a GPU."""
     from transformers import AutoModelForCausalLM
 
-    try:
+    with loading(path):
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch.float32, trust_remote_code=config.trust_remote_code
         )
-    except OSError as error:  # not on the hub, no network, no such directory
-        raise click.UsageError(f"cannot load model {path}: {str(error).splitlines()[0]}") from None
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -326,10 +333,8 @@ def load_policy(config, weights: Path | None = None):
     path = str(weights or toy.resolve_model(config.model))
     if rank() == 0:
         barrier()
-    try:
+    with loading(path):
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-    except OSError as error:
-        raise click.UsageError(f"cannot load model {path}: {str(error).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = load_model(path, config)
@@ -541,7 +546,7 @@ class Tracker:
         if self.run is not None:
             self.run.log(numbers, step=row["step"])
 
-    def close(self) -> None:
+    def close(self) -> None:  # also when the run stops early (contextlib.closing in rlvr_min.train)
         if self.writer is not None:
             self.writer.close()
         if self.run is not None:

@@ -21,6 +21,7 @@ The plumbing (processes, rollout engines, checkpoints, signals, plots, trackers)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -155,10 +156,11 @@ def check_config(config: Config) -> None:
         raise click.UsageError("--vllm-sleep needs a GPU: vLLM has no sleep mode on a CPU")
     check_reward(config)
     model = config.model
-    if toy.is_toy(model) and model.removeprefix("toy:") not in toy.PRESETS:
-        raise click.UsageError(
-            f"unknown toy preset {model.removeprefix('toy:')!r}; choose one of: {', '.join(toy.PRESETS)}"
-        )
+    if toy.is_toy(model):
+        try:
+            toy.check_preset(model.removeprefix("toy:"))
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
     looks_local = model.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(model))
     if looks_local and not (Path(model).expanduser() / "config.json").exists():
         raise click.UsageError(f"model path {model} has no config.json (not a saved model directory)")
@@ -429,9 +431,10 @@ def update(model, optimizer, batch: dict, config: Config) -> dict:
 
 # ============================================================================================================ the step
 def grpo_step(
-    step: int, problems: list[dict], model, tokenizer, engine, optimizer, reward_function, config, reward_rng, reference
+    step, problems, model, tokenizer, engine, optimizer, reward_function, config, reward_rng, reference, toy_model=None
 ) -> dict:
-    """One GRPO step on the given problems (1. data): rollout, reward, advantage, old log-probs, update; its metrics."""
+    """One GRPO step on the given problems (1. data): rollout, reward, advantage, old log-probs, update; its metrics.
+    `toy_model` (the policy, when it is a toy) adds the toy's own measure of its code habit."""
     timings, size = {}, config.group_size
     # 2. rollout: G samples per prompt; the same seed gives the same samples
     with timed("rollout", timings):
@@ -449,8 +452,8 @@ def grpo_step(
         correct = rollouts.correct  # graded once, whether or not the reward is ground truth
         code = [rewards.has_code(text) for text in texts]
         habit = {}  # the toy's code habit itself: the probability of code at the style fork, before this update
-        if toy.is_toy(config.model):
-            habit["fork_probability"] = toy.fork_probability(model, tokenizer, prompt_of, responses)
+        if toy_model is not None:
+            habit["fork_probability"] = toy.fork_probability(toy_model, tokenizer, prompt_of, responses)
 
     # 4. advantage: normalised within each group, one number per response
     reward_tensor = torch.tensor(scores).view(len(problems), size)
@@ -557,10 +560,12 @@ def train(config: Config, resume: bool = False) -> list[dict]:
 
     nonfinite_steps = 0
     bar = {"initial": first_step - 1, "total": config.steps, "disable": rank() > 0, "file": sys.stdout}
-    with infra.stop_requests() as stop_requests:
+    with infra.stop_requests() as stop_requests, contextlib.closing(tracker):
         for step in tqdm(range(first_step, config.steps + 1), "GRPO", dynamic_ncols=True, **bar):
             chosen = [problems[data_rng.randrange(len(problems))] for _ in range(config.prompts_per_step)]
-            row = grpo_step(step, chosen, model, tokenizer, engine, optimizer, reward_function, config, reward_rng, ref)
+            row = grpo_step(
+                step, chosen, model, tokenizer, engine, optimizer, reward_function, config, reward_rng, ref, toy_model
+            )
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                 row.update(evaluate_greedy(engine, tokenizer, held_out, config, toy_model))
             metrics.append(row)
@@ -585,7 +590,6 @@ def train(config: Config, resume: bool = False) -> list[dict]:
                     f"stopped by {(stop_requests or ['another process'])[0]} after step {step}, checkpoint "
                     f"saved; continue with: {launcher} rlvr_min.py --resume {out}"
                 )
-    tracker.close()
     if rank() == 0:
         infra.plot_metrics(metrics, out / "plot.png", list(CLIP_BANDS))
     log(f"run directory: {out} (metrics.jsonl, plot.png, checkpoint-{config.steps:06d})")

@@ -463,10 +463,14 @@ def train(recipe: Recipe, out: Path, log=print) -> None:
     (out / "toy_habits.json").write_text(json.dumps({"recipe": asdict(recipe), "habits": habits}, indent=1))
 
 
-def build(preset: str = DEFAULT_PRESET, log=print, **recipe_overrides) -> Path:
-    """The directory of a built preset: from the cache, or trained now (deterministic from the recipe's seed)."""
+def check_preset(preset: str) -> None:
     if preset not in PRESETS:
         raise ValueError(f"unknown toy preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+
+
+def build(preset: str = DEFAULT_PRESET, log=print, **recipe_overrides) -> Path:
+    """The directory of a built preset: from the cache, or trained now (deterministic from the recipe's seed)."""
+    check_preset(preset)
     recipe = Recipe(preset, **recipe_overrides)
     final = model_dir(recipe)
     if (final / "config.json").exists():

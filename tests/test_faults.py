@@ -128,6 +128,8 @@ def test_non_finite_losses_skip_updates_and_stop_the_run(tmp_path, toy_model, mo
         return loss * float("nan"), stats
 
     monkeypatch.setattr(rlvr_min, "policy_loss", poisoned)
+    closed = []
+    monkeypatch.setattr(infra.Tracker, "close", lambda tracker: closed.append(tracker))
     out = tmp_path / "run"
     result = CliRunner().invoke(
         rlvr_min.main, RUN + ["--steps", "20", "--eval-every", "0", "--save-every", "0", "--out", str(out)]
@@ -137,3 +139,4 @@ def test_non_finite_losses_skip_updates_and_stop_the_run(tmp_path, toy_model, mo
     rows = read_metrics(out)
     assert [row["skipped_updates"] for row in rows] == [4, 4, 4]  # every update of every step skipped, and logged
     assert [row["grad_norm"] for row in rows] == [0, 0, 0]
+    assert len(closed) == 1  # the tracker (TensorBoard, W&B) is closed even when the run stops early
