@@ -3,6 +3,7 @@
 - processes: torchrun's process group, rank and world size, gathers and sums over processes, FSDP2 sharding
 - engines: the two rollout engines (HF on the training model, in-process vLLM), choosing one, loading the models
 - files: atomic writes, checkpoints, what --resume restores
+- run: what the training loop leaves behind each step (metrics, tracker, log, checkpoints, stops)
 - signals: SIGTERM / Ctrl-C finish the step, save and exit
 - reports: the run's plot, shared figure helpers (evaluate.py uses them too), TensorBoard / W&B trackers
 """
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -424,6 +426,86 @@ def restore(checkpoint: Path, model, optimizer, rngs: dict) -> tuple[int, list[d
     return step, [row for row in map(json.loads, lines) if row["step"] <= step]
 
 
+# ================================================================================================================= run
+NONFINITE_STEPS_TO_STOP = 3  # steps in a row whose every update had a non-finite loss or gradient
+
+
+def stop(message: str) -> None:
+    """End the run: the message and exit status 1 on process 0, status 1 quietly on the others."""
+    raise SystemExit(message if rank() == 0 else 1)
+
+
+class Run:
+    """What a run leaves behind, so that the training loop is one step and one record (rlvr_min.train):
+
+    run = Run(config, resume)          # resuming: the newest checkpoint, found before any work
+    run.start(model, optimizer, ...)   # config.json; resuming, the optimizer and random generators put back
+    with run:                          # stop signals; the tracker closed and plot.png drawn at the end
+        for step in run.steps():       # from the first step not done, with a progress bar
+            run.record(row, line)      # metrics.jsonl, tracker, log line, watchdog, checkpoint, stop request
+    """
+
+    def __init__(self, config, resume: bool):
+        self.config, self.out = config, Path(config.out)
+        self.checkpoint = latest_checkpoint(self.out) if resume else None
+        self.metrics, self.first_step, self.nonfinite_steps = [], 1, 0
+
+    def start(self, model, optimizer, tokenizer, rngs: dict) -> None:
+        self.model, self.optimizer, self.tokenizer, self.rngs = model, optimizer, tokenizer, rngs
+        start_run_directory(self.out, dataclasses.asdict(self.config))
+        self.tracker = Tracker(self.config.report_to, self.out, dataclasses.asdict(self.config))
+        if self.checkpoint:  # the state of the uninterrupted run after the checkpoint's step
+            last_step, self.metrics = restore(self.checkpoint, model, optimizer, rngs)
+            self.first_step = last_step + 1
+            log(f"resuming {self.out} from {self.checkpoint.name}")
+
+    def __enter__(self):
+        self.signals = stop_requests()
+        self.stop_requests = self.signals.__enter__()
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        self.signals.__exit__(kind, error, traceback)
+        self.tracker.close()
+        if kind is None:
+            if rank() == 0:
+                plot_metrics(self.metrics, self.out / "plot.png")
+            log(f"run directory: {self.out} (metrics.jsonl, plot.png, checkpoint-{self.config.steps:06d})")
+
+    def steps(self):
+        bar = {"initial": self.first_step - 1, "total": self.config.steps, "disable": rank() > 0, "file": sys.stdout}
+        return tqdm(range(self.first_step, self.config.steps + 1), "GRPO", dynamic_ncols=True, **bar)
+
+    def record(self, row: dict, line: str) -> None:
+        """Keep a step's metrics and log its line; then stop on non-finite steps, checkpoint when due, and stop (after
+        the checkpoint) when a signal asked to."""
+        self.metrics.append(row)
+        if rank() == 0:
+            write_atomically(self.out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.metrics))
+        self.tracker.log(row)
+        log(line)
+        step, config = row["step"], self.config
+        if step == 0:  # the base model's evaluation
+            return
+        all_skipped = row["skipped_updates"] == config.mini_batches * config.epochs
+        self.nonfinite_steps = self.nonfinite_steps + 1 if all_skipped else 0
+        if self.nonfinite_steps == NONFINITE_STEPS_TO_STOP:
+            stop(
+                f"stopped at step {step}: {self.nonfinite_steps} steps in a row had only non-finite losses or "
+                f"gradients (updates skipped); lower --lr or check the rewards and data"
+            )
+        stopping = all_sum([float(bool(self.stop_requests))])[0] > 0  # every process stops at the same step
+        if step == config.steps or (config.save_every and step % config.save_every == 0) or stopping:
+            rng_states = {name: rng.getstate() for name, rng in self.rngs.items()}
+            save_checkpoint(self.model, self.optimizer, self.tokenizer, self.out, step, rng_states, config.keep_last)
+        if stopping:
+            launcher = f"torchrun --nproc-per-node {world_size()}" if world_size() > 1 else "python"
+            stop(
+                f"stopped by {(self.stop_requests or ['another process'])[0]} after step {step}, checkpoint "
+                f"saved; continue with: {launcher} rlvr_min.py --resume {self.out}"
+            )
+
+
 # ============================================================================================================= signals
 @contextlib.contextmanager
 def stop_requests():
@@ -469,12 +551,13 @@ def save_figure(figure, path: Path, dpi: int = 100) -> None:
     os.replace(temporary, path)
 
 
-def plot_metrics(metrics: list[dict], path: Path, bands: list[str]) -> None:
+def plot_metrics(metrics: list[dict], path: Path) -> None:
     """plot.png of a run: accuracy, code use and reward; clip fractions per old-probability band, the fork and mean
     token probability, entropy."""
     figure = new_figure(figsize=(13, 7.2))
     axes = figure.subplots(2, 3)
     trained = [m for m in metrics if "accuracy" in m]  # step 0 holds only the base model's evaluation
+    bands = [key.removeprefix("token_share") for key in trained[0] if key.startswith("token_share")] if trained else []
     steps = [m["step"] for m in trained]
     titles = {
         "accuracy": "accuracy (ground truth)",

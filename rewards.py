@@ -177,13 +177,17 @@ _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
 def extract_answer(response: str) -> str | None:
-    """The content of the last \\boxed{...} or \\fbox{...} (nested braces handled); None where there is none."""
+    """The content of the last \\boxed{...} or \\fbox{...} (nested braces handled); None where there is none.
+    Each brace's partner is found in one pass, so a response full of unclosed boxes costs linear time."""
+    closing, opened = {}, []
+    for position, character in enumerate(response):
+        if character == "{":
+            opened.append(position)
+        elif character == "}" and opened:
+            closing[opened.pop()] = position
     for match in reversed(list(_BOX.finditer(response))):
-        depth, start = 1, match.end()
-        for position in range(start, len(response)):
-            depth += {"{": 1, "}": -1}.get(response[position], 0)
-            if depth == 0:
-                return response[start:position]
+        if match.end() - 1 in closing:
+            return response[match.end() : closing[match.end() - 1]]
     return None  # no box, or only unclosed ones
 
 

@@ -21,25 +21,22 @@ The plumbing (processes, rollout engines, checkpoints, signals, plots, trackers)
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import json
 import math
 import os
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import torch
-from tqdm import tqdm
 
 import infra
 import rewards
 import toy
-from infra import all_sum, gather, log, own_share, rank, timed, world_size
+from infra import all_sum, gather, own_share, rank, timed, world_size
 
 # Qwen2.5-Math's: "Please reason step by step, and put your final answer within \boxed{}."
 SYSTEM_PROMPT = toy.SYSTEM_PROMPT
@@ -290,8 +287,9 @@ def partition(order: list[int], config: Config) -> list[list[list[int]]]:
     return [[mini[i : i + micro] for i in range(0, len(mini), micro)] for mini in minis]
 
 
-def select(batch: dict, indices: list[int], device) -> dict:
-    """Some sequences of the rollout batch, cut to their longest (right padding: the cut loses nothing)."""
+def micro_batch(batch: dict, indices: list[int], device) -> dict:
+    """The tensors of some sequences of the training batch (one forward pass), cut to their longest (right padding:
+    the cut loses nothing)."""
     width = int(batch["attention"][indices].sum(1).max())
     return {
         key: value[indices][:, : width if key in ("ids", "attention") else width - 1].to(device)
@@ -300,9 +298,9 @@ def select(batch: dict, indices: list[int], device) -> dict:
     }
 
 
-def rollout_batch(prompts: list, responses: list, advantages: torch.Tensor, config: Config, step: int, pad: int):
-    """The step's sequences (each response after its prompt) as padded tensors, with their advantages and, for each of
-    the `epochs` passes over them, a new shuffled order cut into mini-batches of micro-batches."""
+def training_batch(prompts: list, responses: list, advantages: torch.Tensor, config: Config, step: int, pad: int):
+    """The step's sequences (each response after its prompt) packed as padded tensors, with their advantages and, for
+    each of the `epochs` passes over them, a new shuffled order cut into mini-batches of micro-batches."""
     sequences = [prompt + response for prompt, response in zip(prompts, responses)]
     ids, attention, mask = pad_batch(sequences, [len(r) for r in responses], pad)
     shuffle = torch.Generator().manual_seed(config.seed + step)
@@ -328,7 +326,7 @@ def compute_old_logprobs(model, batch: dict, reference=None) -> tuple[float, flo
     entropy_sum = probability_sum = 0.0
     with torch.no_grad():
         for micro in (micro for mini in batch["passes"][0] for micro in mini):
-            part = select(batch, micro, model.device)
+            part = micro_batch(batch, micro, model.device)
             width = part["mask"].shape[1]
             old, entropy = token_logprobs(model, part["ids"], part["attention"], with_entropy=True)
             batch["old_logprobs"][micro, :width] = old.cpu()
@@ -347,7 +345,8 @@ CLIP_BANDS = {"[0,0.2)": (0, 0.2), "[0.2,0.5)": (0.2, 0.5), "[0.5,0.833)": (0.5,
 
 
 def policy_loss(logprobs, old_logprobs, advantages, mask, config: Config, denominator: float, ref_logprobs=None):
-    """The clipped surrogate, summed over tokens and divided by `denominator` (see update()); and its statistics.
+    """The clipped surrogate, summed over tokens and divided by `denominator` (see update()), and CleanRL's
+    diagnostics summed over the tokens (update() divides them by the token count): the clipped tokens, approx_kl.
 
     Per token t of response i, with rho = pi_theta / pi_old:
         L = -min(rho * A_i, clip(rho, 1 - eps_low, 1 + eps_high) * A_i)        (--clip, the paper's)
@@ -365,21 +364,38 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, config: Config, denomi
     if config.loss_aggregation == "sequence-mean":  # each response counts once, whatever its length
         per_token = per_token / mask.sum(1, keepdim=True).clamp(min=1)
     loss = (per_token * mask).sum() / denominator
-    with torch.no_grad():  # where clipping zeroes the gradient (counted also under --no-clip: where it would)
-        sides = {
-            "low": (advantages < 0) & (ratio < 1 - config.clip_low),
-            "high": (advantages > 0) & (ratio > 1 + config.clip_high),
+    with torch.no_grad():  # CleanRL's clipfrac (here by side of the trust region) and approx_kl, summed over tokens
+        outside = clipped_tokens(ratio, advantages, config)
+        stats = {
+            "clip_fraction_low": (outside["low"] * mask).sum().item(),
+            "clip_fraction_high": (outside["high"] * mask).sum().item(),
+            "approx_kl": (((ratio - 1) - log_ratio) * mask).sum().item(),  # k3 estimator of KL(pi_old || pi_theta)
+            "tokens": mask.sum().item(),
         }
-        stats = {f"clip_fraction_{side}": (where * mask).sum().item() for side, where in sides.items()}
-        old_probability = old_logprobs.exp()
-        for band, (low, high) in CLIP_BANDS.items():  # where clipping fires, by the token's old probability
-            in_band = mask * ((old_probability >= low) & (old_probability < high))
-            stats[f"token_share{band}"] = in_band.sum().item()
-            for side, where in sides.items():
-                stats[f"clip_fraction_{side}{band}"] = (where * in_band).sum().item()
-        stats["approx_kl"] = (((ratio - 1) - log_ratio) * mask).sum().item()  # k3 estimator of KL(pi_old || pi_theta)
-        stats["tokens"] = mask.sum().item()
     return loss, stats
+
+
+def clipped_tokens(ratio, advantages, config: Config) -> dict:
+    """Where clipping zeroes the gradient, by side of the trust region (also under --no-clip: where it would)."""
+    return {
+        "low": (advantages < 0) & (ratio < 1 - config.clip_low),
+        "high": (advantages > 0) & (ratio > 1 + config.clip_high),
+    }
+
+
+@torch.no_grad()
+def clip_bands(logprobs, old_logprobs, advantages, mask, config: Config) -> dict:
+    """Where clipping fires, by the token's old probability: per band of CLIP_BANDS its tokens and its clipped tokens
+    on each side, summed (update() divides them by the token count)."""
+    outside = clipped_tokens((logprobs - old_logprobs).exp(), advantages, config)
+    old_probability = old_logprobs.exp()
+    stats = {}
+    for band, (low, high) in CLIP_BANDS.items():
+        in_band = mask * ((old_probability >= low) & (old_probability < high))
+        stats[f"token_share{band}"] = in_band.sum().item()
+        for side, where in outside.items():
+            stats[f"clip_fraction_{side}{band}"] = (where * in_band).sum().item()
+    return stats
 
 
 # ============================================================================================================== update
@@ -397,13 +413,14 @@ def update(model, optimizer, batch: dict, config: Config) -> dict:
             denominator = all_sum([sum(weights)])[0] / world_size()
             loss_sum = 0.0
             for micro in mini:
-                part = select(batch, micro, model.device)
+                part = micro_batch(batch, micro, model.device)
                 logprobs = token_logprobs(model, part["ids"], part["attention"])
                 advantages = batch["advantages"][micro, None].to(model.device)
                 ref_logprobs = part["ref_logprobs"] if config.kl_coef else None
                 loss, stats = policy_loss(
                     logprobs, part["old_logprobs"], advantages, part["mask"], config, denominator, ref_logprobs
                 )
+                stats |= clip_bands(logprobs, part["old_logprobs"], advantages, part["mask"], config)
                 loss.backward()  # gradients add up over the micro-batches (and FSDP2 sums them over processes)
                 loss_sum += loss.item()
                 for key, value in stats.items():
@@ -431,10 +448,22 @@ def update(model, optimizer, batch: dict, config: Config) -> dict:
 
 # ============================================================================================================ the step
 def grpo_step(
-    step, problems, model, tokenizer, engine, optimizer, reward_function, config, reward_rng, reference, toy_model=None
+    step: int,
+    problems: list[dict],
+    *,
+    model,
+    tokenizer,
+    engine,
+    optimizer,
+    reward_function,
+    reward_rng: random.Random,
+    config: Config,
+    reference=None,
+    toy_model=None,
 ) -> dict:
     """One GRPO step on the given problems (1. data): rollout, reward, advantage, old log-probs, update; its metrics.
-    `toy_model` (the policy, when it is a toy) adds the toy's own measure of its code habit."""
+    `reference` is pi_ref of the KL penalty; `toy_model` (the policy, when it is a toy) adds the toy's own measure of
+    its code habit."""
     timings, size = {}, config.group_size
     # 2. rollout: G samples per prompt; the same seed gives the same samples
     with timed("rollout", timings):
@@ -461,7 +490,7 @@ def grpo_step(
 
     # 5. old log-probs, in the micro-batches of the update
     with timed("old_logprob", timings):
-        batch = rollout_batch(prompt_of, responses, advantages, config, step, tokenizer.pad_token_id)
+        batch = training_batch(prompt_of, responses, advantages, config, step, tokenizer.pad_token_id)
         entropy_sum, probability_sum = compute_old_logprobs(model, batch, reference)
 
     # 6. update: epochs x mini_batches optimizer steps, then the rollout engine gets the new weights
@@ -505,95 +534,62 @@ def evaluate_greedy(engine, tokenizer, problems: list[dict], config: Config, toy
 
 # ================================================================================================================= log
 def step_line(row: dict) -> str:
-    """The one-line log of a step."""
-    line = f"step {row['step']:4d} | reward {row['reward_mean']:.3f} | acc {row['accuracy']:.3f}"
-    line += f" | code {row['code_frequency']:.3f}"
-    if row.get("fork_probability") is not None:
-        line += f" | fork {row['fork_probability']:.3f}"
-    line += f" | clip {row['clip_fraction']:.4f} | kl {row['approx_kl']:.2e} | p {row['mean_token_prob']:.3f}"
+    """The one-line log of a step (step 0: the base model's evaluation)."""
+    line = f"step {row['step']:4d}"
+    if "reward_mean" in row:
+        line += f" | reward {row['reward_mean']:.3f} | acc {row['accuracy']:.3f} | code {row['code_frequency']:.3f}"
+        if row.get("fork_probability") is not None:
+            line += f" | fork {row['fork_probability']:.3f}"
+        line += f" | clip {row['clip_fraction']:.4f} | kl {row['approx_kl']:.2e} | p {row['mean_token_prob']:.3f}"
     if "eval_accuracy" in row:
         line += f" | eval acc {row['eval_accuracy']:.3f} code {row['eval_code_frequency']:.3f}"
-    if row["skipped_updates"]:
+    if row.get("skipped_updates"):
         line += f" | skipped {row['skipped_updates']} non-finite updates"
-    return line + f" | {row['step_seconds']:.2f}s"
-
-
-def stop(message: str) -> None:
-    """End the run: the message and exit status 1 on process 0, status 1 quietly on the others."""
-    raise SystemExit(message if rank() == 0 else 1)
-
-
-NONFINITE_STEPS_TO_STOP = 3  # steps in a row whose every update had a non-finite loss or gradient
+    return line + (f" | {row['step_seconds']:.2f}s" if "step_seconds" in row else "")
 
 
 def train(config: Config, resume: bool = False) -> list[dict]:
     """The run: `config.steps` GRPO steps, or, with resume, the rest of them from the run's last checkpoint."""
     infra.init_processes()
     check_config(config)
-    out = Path(config.out)
-    checkpoint = infra.latest_checkpoint(out) if resume else None
+    run = infra.Run(config, resume)  # the run directory: metrics, tracker, checkpoints, stop signals (infra.py)
     problems = load_problems(config.dataset, "train")
     check_reward(config, set(problems[0]))
     reward_function = rewards.reward_function(config.reward)
     held_out = load_problems(config.eval_dataset, "test")[: config.eval_size] if config.eval_every else []
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    infra.start_run_directory(out, dataclasses.asdict(config))
 
-    model, tokenizer, engine = infra.load_policy(config, checkpoint)
+    model, tokenizer, engine = infra.load_policy(config, run.checkpoint)
     toy_model = model if toy.is_toy(config.model) else None  # the toy knows where its style fork is
-    ref = infra.load_reference(config) if config.kl_coef > 0 else None  # pi_ref of the KL penalty
+    reference = infra.load_reference(config) if config.kl_coef > 0 else None  # pi_ref of the KL penalty
     betas = (config.beta1, config.beta2)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=betas, weight_decay=config.weight_decay)
     data_rng, reward_rng = random.Random(config.seed), random.Random(config.seed + 1)
-    tracker = infra.Tracker(config.report_to, out, dataclasses.asdict(config))
-    metrics, first_step = [], 1
-    if checkpoint:  # the state of the uninterrupted run after the checkpoint's step
-        rngs = {"data_rng": data_rng, "reward_rng": reward_rng}
-        last_step, metrics = infra.restore(checkpoint, model, optimizer, rngs)
-        first_step = last_step + 1
-        log(f"resuming {out} from {checkpoint.name}")
-    elif config.eval_every:  # step 0: the base model, before any update
-        metrics.append({"step": 0, **evaluate_greedy(engine, tokenizer, held_out, config, toy_model)})
-        tracker.log(metrics[0])
-        log(f"step    0 | eval acc {metrics[0]['eval_accuracy']:.3f} code {metrics[0]['eval_code_frequency']:.3f}")
-
-    nonfinite_steps = 0
-    bar = {"initial": first_step - 1, "total": config.steps, "disable": rank() > 0, "file": sys.stdout}
-    with infra.stop_requests() as stop_requests, contextlib.closing(tracker):
-        for step in tqdm(range(first_step, config.steps + 1), "GRPO", dynamic_ncols=True, **bar):
+    run.start(model, optimizer, tokenizer, {"data_rng": data_rng, "reward_rng": reward_rng})  # resume: restored
+    if not run.metrics and config.eval_every:  # step 0: the base model, before any update
+        row = {"step": 0, **evaluate_greedy(engine, tokenizer, held_out, config, toy_model)}
+        run.record(row, step_line(row))
+    with run:
+        for step in run.steps():
             chosen = [problems[data_rng.randrange(len(problems))] for _ in range(config.prompts_per_step)]
             row = grpo_step(
-                step, chosen, model, tokenizer, engine, optimizer, reward_function, config, reward_rng, ref, toy_model
+                step,
+                chosen,
+                model=model,
+                tokenizer=tokenizer,
+                engine=engine,
+                optimizer=optimizer,
+                reward_function=reward_function,
+                reward_rng=reward_rng,
+                config=config,
+                reference=reference,
+                toy_model=toy_model,
             )
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                 row.update(evaluate_greedy(engine, tokenizer, held_out, config, toy_model))
-            metrics.append(row)
-            if rank() == 0:
-                infra.write_atomically(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-            tracker.log(row)
-            log(step_line(row))
-            all_skipped = row["skipped_updates"] == config.mini_batches * config.epochs
-            nonfinite_steps = nonfinite_steps + 1 if all_skipped else 0
-            if nonfinite_steps == NONFINITE_STEPS_TO_STOP:
-                stop(
-                    f"stopped at step {step}: {nonfinite_steps} steps in a row had only non-finite losses or "
-                    f"gradients (updates skipped); lower --lr or check the rewards and data"
-                )
-            stopping = all_sum([float(bool(stop_requests))])[0] > 0  # every process stops at the same step
-            if step == config.steps or (config.save_every and step % config.save_every == 0) or stopping:
-                rng_states = {"data_rng": data_rng.getstate(), "reward_rng": reward_rng.getstate()}
-                infra.save_checkpoint(model, optimizer, tokenizer, out, step, rng_states, config.keep_last)
-            if stopping:
-                launcher = f"torchrun --nproc-per-node {world_size()}" if world_size() > 1 else "python"
-                stop(
-                    f"stopped by {(stop_requests or ['another process'])[0]} after step {step}, checkpoint "
-                    f"saved; continue with: {launcher} rlvr_min.py --resume {out}"
-                )
-    if rank() == 0:
-        infra.plot_metrics(metrics, out / "plot.png", list(CLIP_BANDS))
-    log(f"run directory: {out} (metrics.jsonl, plot.png, checkpoint-{config.steps:06d})")
-    return metrics
+            run.record(row, step_line(row))
+    return run.metrics
 
 
 # ================================================================================================================= CLI

@@ -18,6 +18,7 @@ measured, never planted.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
@@ -368,7 +369,7 @@ def build_tokenizer(vocabulary_size: int = 600):
 # ------------------------------------------------------------------------------------------------------ model
 @dataclass(frozen=True)
 class Recipe:
-    """How a preset is built; any change here (or in this file) gives a new cache entry."""
+    """How a preset is built; any change here (or in this file's code) gives a new cache entry."""
 
     preset: str
     seed: int = 0
@@ -384,9 +385,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RLVR_MIN_CACHE", Path.home() / ".cache" / "rlvr-min"))
 
 
+def code_of(source: str) -> str:
+    """Python source as Python sees it: comments, docstrings and layout gone, every statement kept."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
 def model_dir(recipe: Recipe) -> Path:
-    source = Path(__file__).read_bytes()
-    digest = hashlib.sha256(source + json.dumps(asdict(recipe), sort_keys=True).encode()).hexdigest()[:12]
+    """The cache entry of a recipe, keyed by what a build depends on: the recipe, this file's code (habits, corpus,
+    tokenizer, training) and the libraries that run it. So a cached model is never stale, and editing a comment or a
+    docstring rebuilds nothing."""
+    import torch
+    import transformers
+
+    key = [code_of(Path(__file__).read_text()), asdict(recipe), torch.__version__, transformers.__version__]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir() / "toy" / f"{recipe.preset}-{digest}"
 
 

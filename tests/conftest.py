@@ -34,12 +34,15 @@ def math500() -> list[dict]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def toy_cache(tmp_path_factory):
-    """Toy models are built once per test run, into a fresh cache (unless RLVR_MIN_CACHE names one to reuse)."""
+def toy_cache():
+    """Toy models come from the user's cache (RLVR_MIN_CACHE, else ~/.cache/rlvr-min), whose entries are keyed by what
+    a build depends on (toy.model_dir): a run builds only the presets missing there, and never finds a stale one.
+    Notebooks executed by the tests inherit the variable."""
     import os
 
-    if "RLVR_MIN_CACHE" not in os.environ:
-        os.environ["RLVR_MIN_CACHE"] = str(tmp_path_factory.mktemp("rlvr-min-cache"))
+    import toy
+
+    os.environ.setdefault("RLVR_MIN_CACHE", str(toy.cache_dir()))
     yield os.environ["RLVR_MIN_CACHE"]
 
 

@@ -1,8 +1,6 @@
 """evaluate.py: the measuring instrument, on a toy preset and on hand-made result files."""
 
-import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -58,8 +56,6 @@ def test_figures_agree_with_a_recount_of_the_saved_responses(toy_results):
     assert result["accuracy_with_code"] == pytest.approx(sum(r["correct"] for r in code) / len(code))
     assert result["accuracy_without_code"] == pytest.approx(sum(r["correct"] for r in language) / len(language))
     assert result["boxed_fraction"] == pytest.approx(sum(r["extracted"] is not None for r in records) / 500)
-    for key in ("accuracy", "code_frequency", "accuracy_with_code", "accuracy_without_code", "boxed_fraction"):
-        assert 0 <= result[key] <= 1
 
 
 def test_code_forcing_prefix_raises_code_frequency(toy_results):
@@ -236,69 +232,3 @@ def test_benchmarks_follow_the_paper_protocol_from_a_local_copy(name, samples, t
     saved = json.loads(out.read_text())
     assert saved["n"] == 3 and saved["samples_per_problem"] == samples and len(saved["responses"]) == 3 * samples
     assert f"pass_at_{samples}" in saved and "accuracy" in result.output
-
-
-SWEEP_FLAGS = (
-    "--steps 2 --prompts-per-step 4 --group-size 4 --mini-batches 2 --max-new-tokens 48 "
-    "--eval-every 2 --eval-size 20 --engine hf"
-).split()
-
-
-def test_a_sweep_interrupted_and_run_again_finishes_cleanly(tmp_path, toy_model, monkeypatch):
-    import rlvr_min
-
-    out, calls = tmp_path / "sweep", []
-    real_train = rlvr_min.train
-
-    def interrupted_train(config, resume=False):
-        calls.append(config.out)
-        if len(calls) == 3:  # the third run dies half-way: its directory holds a config and nothing finished
-            real_train(dataclasses.replace(config, steps=1))
-            raise KeyboardInterrupt
-        return real_train(config, resume)
-
-    monkeypatch.setattr(rlvr_min, "train", interrupted_train)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate.sweep(["clip", "one-update"], [0, 1], out, flags=SWEEP_FLAGS, log=lambda _: None)
-    partial = json.loads((out / "sweep.json").read_text())  # whole JSON of the two finished runs, never half a file
-    assert [(r["condition"], r["seed"]) for r in partial["runs"]] == [("clip", 0), ("clip", 1)]
-    assert not list(out.glob("*.tmp*"))
-
-    calls.clear()
-    result = evaluate.sweep(["clip", "one-update"], [0, 1], out, flags=SWEEP_FLAGS, log=lambda _: None)
-    assert calls == [str(out / "one-update-seed0"), str(out / "one-update-seed1")]  # finished runs are read, not rerun
-    assert [(r["condition"], r["seed"]) for r in result["runs"]] == [
-        ("clip", 0),
-        ("clip", 1),
-        ("one-update", 0),
-        ("one-update", 1),
-    ]
-    assert json.loads((out / "sweep.json").read_text()) == json.loads(json.dumps(result))
-    assert (out / "sweep.png").stat().st_size > 1000
-    # each run's figures are its own metrics': the change is the last greedy evaluation minus the base model's
-    for run in result["runs"]:
-        rows = [json.loads(line) for line in (Path(run["run"]) / "metrics.jsonl").read_text().splitlines()]
-        evaluated = [row for row in rows if "eval_accuracy" in row]
-        assert [p["step"] for p in run["trajectory"]] == [0, 2]
-        assert run["change"]["code_frequency"] == pytest.approx(
-            evaluated[-1]["eval_code_frequency"] - evaluated[0]["eval_code_frequency"]
-        )
-        assert run["change"]["accuracy"] == pytest.approx(
-            evaluated[-1]["eval_accuracy"] - evaluated[0]["eval_accuracy"]
-        )
-    one_update = json.loads((out / "one-update-seed0" / "config.json").read_text())
-    assert (one_update["mini_batches"], one_update["epochs"], one_update["reward"]) == (1, 1, "random")
-    summary = result["summary"]["clip"]
-    changes = sorted(run["change"]["code_frequency"] for run in result["runs"] if run["condition"] == "clip")
-    assert summary["code_frequency_change"] == {
-        "median": pytest.approx(sum(changes) / 2),
-        "min": changes[0],
-        "max": changes[1],
-    }
-
-
-def test_sweep_with_an_unknown_condition_fails_in_one_line(tmp_path):
-    result = CliRunner().invoke(evaluate.cli, ["sweep", "--condition", "clipped", "--out", str(tmp_path / "s")])
-    assert result.exit_code == 2
-    assert "Error: unknown condition 'clipped'; choose one of: clip, no-clip, one-update, ground-truth" in result.output
-    assert not (tmp_path / "s").exists()

@@ -120,7 +120,8 @@ def test_banded_clip_fractions_put_each_clipped_token_in_its_old_probability_ban
     ratios = torch.tensor([[1.5, 0.5, 1.3, 0.7, 1.1, 0.95]])  # the last two stay inside [0.8, 1.2]
     advantages = torch.tensor([[1.0, -1.0, 1.0, -1.0, 1.0, 1.0]])
     mask = torch.ones(1, 6)
-    _, _, stats = gradient(Config(), old + ratios.log(), old, advantages, mask)
+    _, _, totals = gradient(Config(), old + ratios.log(), old, advantages, mask)
+    stats = rlvr_min.clip_bands(old + ratios.log(), old, advantages, mask, Config())
     assert stats["clip_fraction_high[0,0.2)"] == 1  # 0.1 -> 0.15: above 1.2 with A > 0
     assert stats["clip_fraction_low[0.2,0.5)"] == 1  # 0.3 -> 0.15: below 0.8 with A < 0
     assert stats["clip_fraction_high[0.5,0.833)"] == 1  # 0.6 -> 0.78
@@ -137,7 +138,7 @@ def test_banded_clip_fractions_put_each_clipped_token_in_its_old_probability_ban
     assert [stats[f"token_share{band}"] for band in rlvr_min.CLIP_BANDS] == [2, 1, 2, 1]  # counts; update() divides
     for side in ("low", "high"):
         assert (
-            sum(stats[f"clip_fraction_{side}{band}"] for band in rlvr_min.CLIP_BANDS) == stats[f"clip_fraction_{side}"]
+            sum(stats[f"clip_fraction_{side}{band}"] for band in rlvr_min.CLIP_BANDS) == totals[f"clip_fraction_{side}"]
         )
 
 
@@ -146,4 +147,8 @@ def test_a_token_above_one_over_one_plus_eps_cannot_be_clipped_high():
     old = torch.log(torch.tensor([[0.85]]))
     _, grad, stats = gradient(Config(), torch.zeros(1, 1), old, torch.ones(1, 1), torch.ones(1, 1))
     assert stats["clip_fraction_high"] == 0 and grad[0, 0] != 0
-    assert 1 / 0.85 < 1.2 < 1 / 0.8  # and pi_old = 0.8 could
+    # pi_old = 0.8 < 1/1.2: pi = 1 is a ratio of 1.25, clipped, and its gradient is zero
+    _, grad, stats = gradient(
+        Config(), torch.zeros(1, 1), torch.log(torch.tensor([[0.8]])), torch.ones(1, 1), torch.ones(1, 1)
+    )
+    assert stats["clip_fraction_high"] == 1 and grad[0, 0] == 0

@@ -89,6 +89,20 @@ def test_building_twice_from_the_same_seed_gives_identical_weights(tmp_path, mon
     assert not torch.equal(load_weights(other)["model.embed_tokens.weight"], weights[0]["model.embed_tokens.weight"])
 
 
+def test_the_cache_key_follows_the_code_not_its_prose():
+    source = Path(toy.__file__).read_text()
+    code = toy.code_of(source)
+    prose = source.replace("# The style fork:", "# The fork of styles:").replace(
+        '"""A row of the paper\'s Table 1', '"""One row of the paper\'s Table 1'
+    )
+    assert prose != source and toy.code_of(prose) == code  # a comment and a docstring edited: the same key
+    changed = source.replace("FAR_SIDE_LOGIT = 2.0", "FAR_SIDE_LOGIT = 2.5")
+    assert changed != source and toy.code_of(changed) != code  # a planted habit changed: a new key
+    assert toy.model_dir(toy.Recipe("qwen-math-7b")) != toy.model_dir(toy.Recipe("qwen-math-7b", steps=1201))
+    assert toy.model_dir(toy.Recipe("qwen-math-7b")) == toy.model_dir(toy.Recipe("qwen-math-7b"))
+
+
+@pytest.mark.slow
 @needs_vllm()
 def test_vllm_and_hf_give_the_same_greedy_answers(toy_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -124,6 +138,7 @@ def measure(model_dir: str) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", list(toy.PRESETS))
 def test_preset_reproduces_its_table_1_row_within_5_points(preset):
     measured = measure(str(toy.build(preset)))
@@ -135,6 +150,7 @@ def test_preset_reproduces_its_table_1_row_within_5_points(preset):
         assert abs(measured[figure] - getattr(target, figure)) <= 0.05, (figure, measured)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", list(toy.PRESETS))
 def test_sampling_loop_is_greedy_identical_to_generate_on_the_held_out_split(preset):
     from transformers import AutoModelForCausalLM, AutoTokenizer

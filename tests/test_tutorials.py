@@ -11,6 +11,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "tutorials").glob("*.ipynb"))
+QUICK = "01_grpo_step"  # the one notebook of the quick tier (python -m pytest -m "not slow"): the loop, step by step
 
 
 def code_cells(notebook) -> list:
@@ -36,7 +37,11 @@ def test_there_is_a_notebook_per_finding():
     assert names == sorted(set(names)) and len(names) >= 3, names
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(path, marks=() if path.stem == QUICK else pytest.mark.slow) for path in NOTEBOOKS],
+    ids=lambda path: path.stem,
+)
 def test_tutorial_runs_and_its_saved_outputs_are_current(path, toy_cache, tmp_path):
     saved = nbformat.read(path, as_version=4)
     assert all(cell.execution_count for cell in code_cells(saved)), "saved without running every cell"
