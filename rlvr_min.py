@@ -62,6 +62,7 @@ class Config:
     dataset: str = knob("agentica-org/DeepScaleR-Preview-Dataset", "Training set: hub id, .jsonl, one_shot, or toy.")
     eval_dataset: str = knob("HuggingFaceH4/MATH-500", "Held-out set for eval_accuracy (greedy decoding).")
     eval_size: int = knob(500, "Held-out problems per evaluation.")
+    system: str = knob("", "System prompt; empty: the chat template's own (Qwen2.5-Math's is the paper's prompt).")
     steps: int = knob(300, "Rollout steps.")
     seed: int = knob(0, "Seed of data order, sampling, random rewards and weights: same seed, same run on a CPU.")
     out: str = knob("runs/latest", "Run directory (config.json, metrics.jsonl, plot.png, checkpoint-*).")
@@ -88,10 +89,11 @@ class Config:
     max_grad_norm: float = knob(1.0, "Gradient-norm clipping.")
     eval_every: int = knob(25, "Greedy held-out evaluation every N steps, before the first and the last; 0: never.")
     save_every: int = knob(50, "Checkpoint every N steps; 0: the last step only (always saved).")
-    keep_last: int = knob(0, "Keep only the newest N checkpoints; 0 keeps all.")
+    keep_last: int = knob(0, "Keep the newest N evaluation checkpoints; 0 keeps all (the resume state: the newest).")
     gradient_checkpointing: bool = knob(False, "Recompute activations in the backward pass: less memory, more compute.")
     vllm_gpu_memory_utilization: float = knob(0.4, "Share of each GPU's memory for vLLM's weights and KV cache.")
-    vllm_sleep: bool = knob(False, "GPU only: vLLM frees its GPU memory between rollouts (weights to CPU, KV dropped).")
+    vllm_sleep: bool = knob(False, "GPU only: vLLM frees its weights and KV cache between rollouts (sleep level 2).")
+    memory_check: bool = knob(True, "GPU: refuse a run whose estimated memory exceeds the GPU's, before loading.")
     trust_remote_code: bool = knob(False, "Let transformers run a model's own code.")
     report_to: str = knob("none", "Also log metrics to TensorBoard (OUT/tensorboard) or W&B.", infra.REPORT_TO)
 
@@ -161,6 +163,7 @@ def check_config(config: Config) -> None:
     looks_local = model.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(model))
     if looks_local and not (Path(model).expanduser() / "config.json").exists():
         raise click.UsageError(f"model path {model} has no config.json (not a saved model directory)")
+    infra.check_memory(config, world_size())
 
 
 def check_reward(config: Config, columns: set[str] | None = None) -> None:
@@ -211,16 +214,19 @@ def load_problems(name: str, split: str = "train") -> list[dict]:
     return problems
 
 
-def prompt_text(tokenizer, problem: str, system: str = SYSTEM_PROMPT, prefix: str = "") -> str:
-    """The chat template with the system prompt and the problem as the user turn; a plain prompt without a template."""
+def prompt_text(tokenizer, problem: str, system: str = "", prefix: str = "") -> str:
+    """The chat template with the problem as the user turn. As in the official code, no system turn unless one is
+    given: each template adds its own default (Qwen2.5-Math's is the paper's prompt; Llama's and OLMo's differ). A model
+    without a template gets the problem and the paper's instruction as plain text."""
     if tokenizer.chat_template:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": problem}]
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": problem})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix
-    return f"{problem}\n{system}\n{prefix}"
+    return f"{problem}\n{system or SYSTEM_PROMPT}\n{prefix}"
 
 
 def encode_prompts(
-    tokenizer, problems: list[str], system: str = SYSTEM_PROMPT, prefix: str = "", max_tokens: int | None = None
+    tokenizer, problems: list[str], system: str = "", prefix: str = "", max_tokens: int | None = None
 ) -> list[list[int]]:
     """Token ids of each problem's prompt (longer than max_tokens: its end is kept, where the question is)."""
     texts = [prompt_text(tokenizer, problem, system, prefix) for problem in problems]
@@ -232,7 +238,7 @@ def encode_prompts(
 # An engine (infra.py: HFEngine samples with the training model, VLLMEngine with an in-process vLLM) has two methods:
 #   generate(prompts, n, temperature, top_p, max_new_tokens, seed) -> n responses per prompt, grouped, as token ids
 #   sync(model)                                                     -> take the trained weights (vLLM: in place)
-def generate(engine, tokenizer, problems, config: Config, n, temperature, seed, system=SYSTEM_PROMPT, prefix=""):
+def generate(engine, tokenizer, problems, config: Config, n, temperature, seed, system="", prefix=""):
     """Encode the problems, generate n responses per prompt (top_p and lengths from config), decode them: (prompts,
     responses, texts), the first two as token ids. Each process generates for its share of the prompts with its own
     seed, then every process gets every response."""
@@ -267,15 +273,27 @@ def pad_batch(sequences: list[list[int]], response_lengths: list[int], pad: int)
 
 
 def token_logprobs(model, ids: torch.Tensor, attention: torch.Tensor, with_entropy: bool = False):
-    """log pi(token_t | tokens_<t) for every position t >= 1 (and the policy's entropy there, if asked)."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ids.is_cuda):
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    log_z = logits.logsumexp(-1)  # log of the softmax's denominator: no full log_softmax tensor kept for backward
-    logprobs = torch.gather(logits, 2, ids[:, 1:, None]).squeeze(2) - log_z
-    if not with_entropy:
-        return logprobs
-    probabilities = (logits - log_z[..., None]).exp()
-    return logprobs, log_z - (probabilities * logits).sum(-1)  # H = log Z - sum_v p_v * logit_v
+    """log pi(token_t | tokens_<t) for every position t >= 1 (and the policy's entropy there, if asked).
+
+    The output layer runs inside the model's forward, where FSDP2 has gathered its weight, but as infra.LogprobHead:
+    log-probs of the next tokens, a chunk of positions at a time, so the [batch, length, vocabulary] logits never exist
+    (at Qwen's 152k vocabulary they would be 0.6 MB per token in fp32, several times over with their temporaries)."""
+    head = model.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise ValueError(f"{type(model).__name__}: an output layer with a bias is not supported")
+    targets = ids[:, 1:].reshape(-1)
+
+    def next_token_logprobs(hidden):  # replaces the output layer's forward for this call
+        flat = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+        return infra.LogprobHead.apply(flat, head.weight, targets, with_entropy)
+
+    head.forward = next_token_logprobs
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ids.is_cuda):
+            per_token = model(input_ids=ids, attention_mask=attention).logits.view(len(ids), -1, 2)
+    finally:
+        del head.forward
+    return (per_token[..., 0], per_token[..., 1]) if with_entropy else per_token[..., 0]
 
 
 def partition(order: list[int], config: Config) -> list[list[list[int]]]:
@@ -468,7 +486,9 @@ def grpo_step(
     # 2. rollout: G samples per prompt; the same seed gives the same samples
     with timed("rollout", timings):
         seed = config.seed * 1_000_003 + step
-        prompts, responses, texts = generate(engine, tokenizer, problems, config, size, config.temperature, seed)
+        prompts, responses, texts = generate(
+            engine, tokenizer, problems, config, size, config.temperature, seed, config.system
+        )
         prompt_of = [prompts[i // size] for i in range(len(responses))]  # each response's prompt
 
     # 3. reward: the one that trains, and the ground truth and code use that the paper's story is about
@@ -519,7 +539,7 @@ def evaluate_greedy(engine, tokenizer, problems: list[dict], config: Config, toy
     """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol), split over processes;
     for a toy model also the probability of code at the style fork of the greedy answers: its mean, and its mean
     distance from 0.5."""
-    prompts, responses, texts = generate(engine, tokenizer, problems, config, 1, 0.0, seed=0)
+    prompts, responses, texts = generate(engine, tokenizer, problems, config, 1, 0.0, seed=0, system=config.system)
     correct = rewards.grade_batch(texts, [p["answer"] for p in problems])
     code = [rewards.has_code(text) for text in texts]
     result = {"eval_accuracy": sum(correct) / len(correct), "eval_code_frequency": sum(code) / len(code)}
@@ -564,7 +584,11 @@ def train(config: Config, resume: bool = False) -> list[dict]:
     toy_model = model if toy.is_toy(config.model) else None  # the toy knows where its style fork is
     reference = infra.load_reference(config) if config.kl_coef > 0 else None  # pi_ref of the KL penalty
     betas = (config.beta1, config.beta2)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=betas, weight_decay=config.weight_decay)
+    # fused on GPUs: no temporary the size of all the parameters (the multi-tensor step's would not fit a 7B's GPU)
+    fused = {"fused": True} if torch.cuda.is_available() else {}
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.lr, betas=betas, weight_decay=config.weight_decay, **fused
+    )
     data_rng, reward_rng = random.Random(config.seed), random.Random(config.seed + 1)
     run.start(model, optimizer, tokenizer, {"data_rng": data_rng, "reward_rng": reward_rng})  # resume: restored
     if not run.metrics and config.eval_every:  # step 0: the base model, before any update

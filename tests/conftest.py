@@ -21,6 +21,16 @@ def read_metrics(run: Path, timings: bool = True) -> list[dict]:
     )
 
 
+def tiny_qwen2(vocabulary: int, seed: int = 0, **config):
+    """A random two-layer Qwen2 of width 32 (Qwen2Config's other fields as given)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=vocabulary, num_key_value_heads=1, **shape, **config))
+
+
 def load_weights(directory) -> dict:
     """The tensors of a saved model directory (a toy model or a checkpoint)."""
     from safetensors.torch import load_file

@@ -4,8 +4,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import needs_vllm
 
 import evaluate
+import infra
 import rewards
 import toy
 
@@ -129,7 +131,7 @@ def test_majority_labels_match_a_direct_count(toy_model, tmp_path):
     # the same samples (same seed), counted here directly
     config = rlvr_min.Config(model=toy_model, engine="hf", max_new_tokens=96, max_prompt_tokens=128)
     problems = toy.dataset("train")[:12]
-    texts = evaluate.generate_responses(config, problems, 8, 1.0, rlvr_min.SYSTEM_PROMPT, "")
+    texts = evaluate.generate_responses(infra.load_generator(config), config, problems, 8, 1.0, "", "")
     expected = []
     for i, problem in enumerate(problems):
         counts = Counter(a.strip() for a in map(rewards.extract_answer, texts[i * 8 : (i + 1) * 8]) if a and a.strip())
@@ -139,37 +141,29 @@ def test_majority_labels_match_a_direct_count(toy_model, tmp_path):
     assert len(expected) == 12 and len({label for _, label, _ in expected}) > 1
 
 
-def test_checkpoints_of_a_run_are_evaluated_and_plotted(tmp_path):
+@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=[needs_vllm(), pytest.mark.slow])])
+def test_checkpoints_of_a_run_are_evaluated_by_one_engine_as_each_alone(engine, tmp_path, toy_model):
     import rlvr_min
 
     run_dir = tmp_path / "run"
-    args = [
-        "--steps",
-        "2",
-        "--prompts-per-step",
-        "8",
-        "--group-size",
-        "4",
-        "--mini-batches",
-        "4",
-        "--max-new-tokens",
-        "64",
-        "--eval-every",
-        "0",
-        "--save-every",
-        "1",
-        "--engine",
-        "hf",
-        "--out",
-        str(run_dir),
-    ]
+    args = "--steps 3 --prompts-per-step 8 --group-size 4 --mini-batches 4 --max-new-tokens 64 --eval-every 0"
+    args = args.split() + ["--save-every", "1", "--lr", "1e-3", "--engine", "hf", "--out", str(run_dir)]
     assert CliRunner().invoke(rlvr_min.main, args, catch_exceptions=False).exit_code == 0
-    result = invoke(["checkpoints", str(run_dir), "--engine", "hf", "--limit", "50"])
+    result = invoke(["checkpoints", str(run_dir), "--engine", engine, "--limit", "50"])
     assert result.exit_code == 0, result.output
     points = json.loads((run_dir / "checkpoints.json").read_text())
-    assert [p["step"] for p in points] == [0, 1, 2]
-    assert all(0 <= p["accuracy"] <= 1 and 0 <= p["code_frequency"] <= 1 for p in points)
+    assert [p["step"] for p in points] == [0, 1, 2, 3]
     assert (run_dir / "checkpoints.png").stat().st_size > 1000
+    # each checkpoint evaluated on its own, by a freshly loaded HF model: the same greedy answers with HF; with vLLM
+    # within 5 of the 50 (its CPU kernels round differently, and after lr 1e-3 updates some answers nearly tie)
+    tolerance = 0 if engine == "hf" else 0.1
+    for point in points:
+        config = evaluate.generation_config(point["model"], None, "hf", 0)
+        alone = evaluate.run_evaluation(config, "toy", "", "", None, 50)
+        assert abs(point["accuracy"] - alone["accuracy"]) <= tolerance, (point, alone["accuracy"])
+        assert abs(point["code_frequency"] - alone["code_frequency"]) <= tolerance, (point, alone["code_frequency"])
+    # lr 1e-3 moves the code habit far: an engine that kept the base model's weights would not
+    assert abs(points[-1]["code_frequency"] - points[0]["code_frequency"]) > 2 * tolerance + 0.1, points
 
 
 def test_incorrect_filter_keeps_only_wrong_labels():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import read_metrics
+from conftest import load_weights, read_metrics
 
 import infra
 import rlvr_min
@@ -47,7 +47,7 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path, toy_model):
     assert whole.wait(timeout=600) == 0, whole.stdout.read()
 
     killed = start(flags + ["--out", str(tmp_path / "killed")])
-    wait_for(lambda: (tmp_path / "killed" / "checkpoint-000002").exists(), killed)
+    wait_for(lambda: (tmp_path / "killed" / "resume-000002").exists(), killed)
     killed.kill()  # SIGKILL: no chance to clean up
     assert killed.wait() == -signal.SIGKILL
     assert not (tmp_path / "killed" / "checkpoint-000006").exists()
@@ -77,7 +77,7 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(signal_numbe
     last_step = read_metrics(out)[-1]["step"]
     assert f"stopped by {signal.Signals(signal_number).name} after step {last_step}" in output
     assert f"continue with: python rlvr_min.py --resume {out}" in output.splitlines()[-1]
-    assert infra.latest_checkpoint(out).name == f"checkpoint-{last_step:06d}"
+    assert infra.latest_checkpoint(out).name == f"resume-{last_step:06d}"
 
     resumed = CliRunner().invoke(rlvr_min.main, ["--resume", str(out), "--steps", str(last_step + 1)])
     assert resumed.exit_code == 0, resumed.output
@@ -97,7 +97,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(tmp_
     monkeypatch.setattr(torch, "save", crash_on_second_save)
     result = CliRunner().invoke(rlvr_min.main, RUN + ["--steps", "4", "--save-every", "2", "--out", str(out)])
     assert isinstance(result.exception, OSError)
-    assert [path.name for path in out.glob("checkpoint-*")] == ["checkpoint-000002"]
+    assert [path.name for path in out.glob("resume-*")] == ["resume-000002"]
     monkeypatch.setattr(torch, "save", real_save)
     resumed = CliRunner().invoke(rlvr_min.main, ["--resume", str(out)])
     assert resumed.exit_code == 0, resumed.output
@@ -105,19 +105,28 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(tmp_
     assert not list(out.glob(".checkpoint-*"))
 
 
-def test_keep_last_keeps_the_newest_checkpoints(tmp_path, toy_model):
+def test_keep_last_keeps_the_newest_checkpoints_and_only_the_newest_resume_state(tmp_path, toy_model, monkeypatch):
+    monkeypatch.setattr(infra, "compute_dtype", lambda: torch.bfloat16)  # as on a GPU
     out = tmp_path / "run"
     result = CliRunner().invoke(
         rlvr_min.main,
         RUN + ["--steps", "4", "--save-every", "1", "--keep-last", "2", "--eval-every", "0", "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
-    assert sorted(path.name for path in out.iterdir() if "checkpoint" in path.name) == [
+    assert sorted(path.name for path in out.iterdir() if "checkpoint" in path.name or "resume" in path.name) == [
         "checkpoint-000003",
         "checkpoint-000004",
+        "resume-000004",
     ]
-    state = json.loads((out / "checkpoint-000004" / "trainer_state.json").read_text())
+    state = json.loads((out / "resume-000004" / "trainer_state.json").read_text())
     assert state["step"] == 4 and {"data_rng", "reward_rng"} <= set(state)
+    evaluation, resume = load_weights(out / "checkpoint-000004"), load_weights(out / "resume-000004")
+    assert (
+        not (out / "checkpoint-000004" / "optimizer.pt").exists() and (out / "resume-000004" / "optimizer.pt").exists()
+    )
+    for name, tensor in resume.items():  # the evaluation weights: the resume state's, in the compute dtype only
+        assert tensor.dtype == torch.float32 and evaluation[name].dtype == torch.bfloat16
+        assert torch.equal(evaluation[name], tensor.to(torch.bfloat16)), name
 
 
 def test_non_finite_losses_skip_updates_and_stop_the_run(tmp_path, toy_model, monkeypatch):

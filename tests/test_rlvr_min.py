@@ -320,3 +320,35 @@ def test_epochs_reuse_each_rollout_batch_with_fixed_old_log_probs(tmp_path, monk
         sum(row[f"clip_fraction_{side}{band}"] for band in rlvr_min.CLIP_BANDS for side in ("low", "high"))
     )
     assert sum(row[f"token_share{band}"] for band in rlvr_min.CLIP_BANDS) == pytest.approx(1.0)
+
+
+NO_DEFAULT_SYSTEM = (  # a chat template with no default system prompt of its own
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_prompts_send_only_the_user_turn_unless_a_system_prompt_is_given(toy_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(toy_model)
+    question = "Compute $3 + 4$."
+    # the toy's template is Qwen2.5-Math's, whose own default system prompt is the paper's
+    with_paper_prompt = [{"role": "system", "content": toy.SYSTEM_PROMPT}, {"role": "user", "content": question}]
+    expected = tokenizer.apply_chat_template(with_paper_prompt, tokenize=False, add_generation_prompt=True)
+    assert rlvr_min.prompt_text(tokenizer, question) == expected
+    tokenizer.chat_template = NO_DEFAULT_SYSTEM
+    assert (
+        rlvr_min.prompt_text(tokenizer, question) == f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert rlvr_min.prompt_text(tokenizer, question, system="Be brief.").startswith(
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+    )
+
+
+def test_training_and_its_evaluation_use_the_system_flag(tmp_path, monkeypatch):
+    seen, real = [], rlvr_min.prompt_text
+    monkeypatch.setattr(rlvr_min, "prompt_text", lambda *args, **kwargs: seen.append(args[2]) or real(*args, **kwargs))
+    args = SHORT + ["--steps", "1", "--eval-every", "1", "--eval-size", "4", "--system", "Be brief."]
+    assert run(args, tmp_path).exit_code == 0
+    assert set(seen) == {"Be brief."} and len(seen) == 8 + 2 * 4  # 8 prompts, the held-out 4 before and after

@@ -3,6 +3,7 @@ seed, and drawn from the right distribution (temperature and top-p) on a model w
 
 import math
 
+import conftest
 import pytest
 import torch
 
@@ -13,21 +14,7 @@ EOS = 9
 
 def tiny_qwen2(seed: int = 0, vocabulary: int = 40):
     """A random two-layer Qwen2 with a stand-in tokenizer (pad 0, EOS 9)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=vocabulary,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-        eos_token_id=EOS,
-        pad_token_id=0,
-    )
-    model = Qwen2ForCausalLM(config).eval()
+    model = conftest.tiny_qwen2(vocabulary, seed, max_position_embeddings=128, eos_token_id=EOS, pad_token_id=0).eval()
     model.generation_config.eos_token_id = EOS
     with torch.no_grad():
         model.lm_head.weight[EOS] *= 3  # EOS likelier: rows stop at different steps, and some run to the limit

@@ -147,7 +147,11 @@ def test_preset_reproduces_its_table_1_row_within_5_points(preset):
     for figure in ("code_frequency", "accuracy_with_code", "accuracy_without_code"):
         if figure == "accuracy_with_code" and target.code_frequency == 0:
             continue  # a model that never writes code has no accuracy with code
-        assert abs(measured[figure] - getattr(target, figure)) <= 0.05, (figure, measured)
+        # within 5 points, plus, for an accuracy, the granularity of one problem of the problems it is measured on (as
+        # test_planted_shares_match_the_preset_on_the_test_split: olmo-7b-sft's 9 language problems plant 3/9 = 0.333)
+        share = measured["code_frequency"] if figure == "accuracy_with_code" else 1 - measured["code_frequency"]
+        granularity = 0 if figure == "code_frequency" else 1 / max(round(500 * share), 1)
+        assert abs(measured[figure] - getattr(target, figure)) <= 0.05 + granularity, (figure, measured)
 
 
 @pytest.mark.slow
