@@ -43,9 +43,9 @@ def load_benchmark(name: str, data_dir: str | None) -> tuple[list[dict], int, fl
         hub_id, split, samples, temperature = BENCHMARKS[name]
         local = Path(data_dir) / LOCAL_NAMES[name] if data_dir and name in LOCAL_NAMES else None
         source = "toy" if name == "toy" else str(local) if local is not None and local.exists() else hub_id
-        return rlvr_min.load_problems(source, split), samples, temperature
+        return infra.load_problems(source, split), samples, temperature
     if name.endswith((".jsonl", ".json")) or os.path.exists(name):
-        return rlvr_min.load_problems(name), 1, 0.0
+        return infra.load_problems(name), 1, 0.0
     raise click.UsageError(f"unknown dataset {name!r}; choose {', '.join(BENCHMARKS)} or a .jsonl file")
 
 

@@ -4,6 +4,7 @@
 - engines: the two rollout engines (HF on the training model, in-process vLLM), choosing one, loading the models
 - logits: the output layer a chunk of positions at a time (LogprobHead), so the full logits never exist
 - memory: what a GPU run needs, estimated from the model's config before any weights load, and the check
+- data: the problems of a dataset name (toy, one_shot, a .jsonl file, a hub id), checked field by field
 - files: atomic writes, checkpoints, what --resume restores
 - run: what the training loop leaves behind each step (metrics, tracker, log, checkpoints, stops)
 - signals: SIGTERM / Ctrl-C finish the step, save and exit
@@ -27,6 +28,7 @@ import click
 import torch
 from tqdm import tqdm
 
+import rewards
 import toy
 
 
@@ -523,14 +525,15 @@ def memory_estimate(config, model_config, parameters: int, processes: int, gpu_b
         "training state": (16 + 4 * (config.kl_coef > 0)) * shard,  # fp32 weights, gradients, Adam's 2 moments; pi_ref
         "activations": activations + logits,
     }
-    if choose_engine(config) == "vllm":
+    vllm = choose_engine(config) == "vllm"
+    if vllm:
         parts["vLLM"] = config.vllm_gpu_memory_utilization * gpu_bytes
     else:  # the HF engine's bf16 KV cache for this process's rollouts
         sequences = config.prompts_per_step / processes * config.group_size
         parts["KV cache"] = sequences * length * layers * 2 * kv_width * 2
     training = parts["training state"] + parts["activations"]
-    rollout = parts.get("vLLM", parts.get("KV cache"))
-    if choose_engine(config) == "vllm" and not config.vllm_sleep:
+    rollout = parts["vLLM"] if vllm else parts["KV cache"]
+    if vllm and not config.vllm_sleep:
         peak = training + rollout  # vLLM holds its memory throughout
     else:  # rollouts happen with the gradients freed: weights and Adam's moments (12 bytes per parameter) stay
         peak = max(training, (12 + 4 * (config.kl_coef > 0)) * shard + rollout)
@@ -574,6 +577,46 @@ def check_memory(config, processes: int) -> None:
     flags = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in change.items())
     launcher = f"torchrun --nproc-per-node {n} rlvr_min.py" if n > 1 else "python rlvr_min.py"
     raise click.UsageError(f"{message}; it fits (about {peak(change, n) / 1e9:.0f} GB) with: {launcher} ... {flags}")
+
+
+# ================================================================================================================ data
+def load_problems(name: str, split: str = "train") -> list[dict]:
+    """Problems with at least `problem` and `answer`: toy, one_shot, a local .jsonl file, or a hub dataset id (its
+    `split`; MATH-500's only split is test)."""
+    if name == "toy":
+        return toy.dataset(split)
+    if name == "one_shot":
+        return [dict(problem) for problem in rewards.ONE_SHOT]
+    if name.endswith((".jsonl", ".json")) or os.path.exists(name):
+        path = Path(name)
+        if not path.exists():
+            raise click.UsageError(f"dataset file {path} does not exist")
+        problems = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                problem = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise click.UsageError(f"{path}, line {number}: not JSON ({error.msg})") from None
+            missing = [field for field in ("problem", "answer") if field not in problem]
+            if missing:
+                raise click.UsageError(f"{path}, line {number}: missing field {', '.join(missing)}")
+            problems.append(problem)
+    else:
+        import datasets
+
+        try:
+            problems = [dict(problem) for problem in datasets.load_dataset(name, split=split)]
+        except (OSError, ValueError) as error:  # no such dataset or split, no network
+            reason = str(error).splitlines()[0]
+            raise click.UsageError(f"cannot load dataset {name} (split {split}): {reason}") from None
+        missing = [field for field in ("problem", "answer") if problems and field not in problems[0]]
+        if missing:
+            raise click.UsageError(f"dataset {name} lacks the field(s) {', '.join(missing)}")
+    if not problems:
+        raise click.UsageError(f"dataset {name} is empty")
+    return problems
 
 
 # =============================================================================================================== files

@@ -175,45 +175,7 @@ def check_reward(config: Config, columns: set[str] | None = None) -> None:
 
 
 # ================================================================================================================ data
-def load_problems(name: str, split: str = "train") -> list[dict]:
-    """Problems with at least `problem` and `answer`: toy, one_shot, a local .jsonl file, or a hub dataset id (its
-    `split`; MATH-500's only split is test)."""
-    if name == "toy":
-        return toy.dataset(split)
-    if name == "one_shot":
-        return [dict(problem) for problem in rewards.ONE_SHOT]
-    if name.endswith((".jsonl", ".json")) or os.path.exists(name):
-        path = Path(name)
-        if not path.exists():
-            raise click.UsageError(f"dataset file {path} does not exist")
-        problems = []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                problem = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise click.UsageError(f"{path}, line {number}: not JSON ({error.msg})") from None
-            missing = [field for field in ("problem", "answer") if field not in problem]
-            if missing:
-                raise click.UsageError(f"{path}, line {number}: missing field {', '.join(missing)}")
-            problems.append(problem)
-    else:
-        import datasets
-
-        try:
-            problems = [dict(problem) for problem in datasets.load_dataset(name, split=split)]
-        except (OSError, ValueError) as error:  # no such dataset or split, no network
-            reason = str(error).splitlines()[0]
-            raise click.UsageError(f"cannot load dataset {name} (split {split}): {reason}") from None
-        missing = [field for field in ("problem", "answer") if problems and field not in problems[0]]
-        if missing:
-            raise click.UsageError(f"dataset {name} lacks the field(s) {', '.join(missing)}")
-    if not problems:
-        raise click.UsageError(f"dataset {name} is empty")
-    return problems
-
-
+# The problems come from infra.load_problems (toy, one_shot, a .jsonl file, or a hub dataset); each is a prompt here.
 def prompt_text(tokenizer, problem: str, system: str = "", prefix: str = "") -> str:
     """The chat template with the problem as the user turn. As in the official code, no system turn unless one is
     given: each template adds its own default (Qwen2.5-Math's is the paper's prompt; Llama's and OLMo's differ). A model
@@ -573,10 +535,10 @@ def train(config: Config, resume: bool = False) -> list[dict]:
     infra.init_processes()
     check_config(config)
     run = infra.Run(config, resume)  # the run directory: metrics, tracker, checkpoints, stop signals (infra.py)
-    problems = load_problems(config.dataset, "train")
+    problems = infra.load_problems(config.dataset, "train")
     check_reward(config, set(problems[0]))
     reward_function = rewards.reward_function(config.reward)
-    held_out = load_problems(config.eval_dataset, "test")[: config.eval_size] if config.eval_every else []
+    held_out = infra.load_problems(config.eval_dataset, "test")[: config.eval_size] if config.eval_every else []
     random.seed(config.seed)
     torch.manual_seed(config.seed)
 

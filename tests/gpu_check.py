@@ -74,7 +74,9 @@ def child(code: str, model: str, flags: list[str]) -> None:
     if hasattr(infra, "memory_estimate"):
         from transformers import AutoConfig
 
-        config = rlvr_min.resolve_config(dict(rlvr_min.main.make_context("x", ["--model", model, *flags]).params))
+        import lab
+
+        config = lab.run_config(["--model", model, *flags])
         model_config = AutoConfig.from_pretrained(model)
         parameters = infra.parameter_count(model_config, False)
         gpu = infra.gpu_memory()
