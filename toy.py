@@ -5,7 +5,7 @@ predicts its output itself; nothing is executed) and "language" (prose steps), (
 problem to problem, and (3) is more accurate in one style than in the other. Table 1 of the paper measures these three
 habits for real models; a preset here plants them at the same levels in a tiny model:
 
-    python toy.py build --preset qwen-math-7b      # trains ~1 minute on 2 cores, cached; prints the model directory
+    python toy.py build --preset qwen-math-7b      # trains ~5 minutes on 2 cores, cached; prints the model directory
 
 The world. A problem is a short word or symbol problem around an arithmetic "core" (a, op, b) with a, b in 2..9 and op
 one of +, -, x. The held-out test split ("toy MATH-500") has 500 problems whose wordings never occur in training; its
@@ -153,7 +153,7 @@ def dataset(split: str, size: int = 4000) -> list[dict]:
 FAR_SIDE_LOGIT = 2.0  # the code logit at either end of the appeal order: p(code) 0.88 and 0.12
 CROSSING_GAP_LOGIT = 0.3  # the code logit on either side of the crossing (p 0.57 / 0.43): what the model learns
 # within that of the planted habit leaves each greedy style as planted
-MINORITY_BOOST = 0.25  # a style preferred on fewer than this share of problems has them drawn more often (up to 4x)
+MINORITY_BOOST = 0.25  # a style preferred on fewer than this share of problems has them drawn more often (up to 8x)
 
 
 def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
@@ -208,8 +208,8 @@ def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
         code_pool[::-1], preset.accuracy_without_code
     )
     boost = {
-        True: min(4.0, max(1.0, MINORITY_BOOST / max(preset.code_frequency, 1e-9))),
-        False: min(4.0, max(1.0, MINORITY_BOOST / max(1 - preset.code_frequency, 1e-9))),
+        True: min(8.0, max(1.0, MINORITY_BOOST / max(preset.code_frequency, 1e-9))),
+        False: min(8.0, max(1.0, MINORITY_BOOST / max(1 - preset.code_frequency, 1e-9))),
     }
     habits = {}
     for rank, core in enumerate(by_appeal):
@@ -376,9 +376,11 @@ class Recipe:
     layers: int = 2
     hidden: int = 128
     heads: int = 2  # head_dim 64: vLLM's CPU attention rejects 16
-    steps: int = 2400  # 1200 missed Table 1 by up to 9 points on some CPUs (README: the toy's calibration)
-    batch_size: int = 32
-    learning_rate: float = 3e-3
+    # Many updates at a high rate train the knowledge deep enough that random RL updates do not erode it; 16 examples
+    # each are what the rarely shown answers need to meet Table 1 (README: the toy world, why this recipe).
+    steps: int = 4800
+    batch_size: int = 16
+    learning_rate: float = 6e-3
 
 
 def cache_dir() -> Path:
@@ -458,7 +460,7 @@ def train(recipe: Recipe, out: Path, log=print) -> None:
     model = Qwen2ForCausalLM(config)
     habits = plant_habits(PRESETS[recipe.preset], recipe.seed)
     rng = random.Random(f"corpus-{recipe.seed}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0, fused=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, recipe.learning_rate, total_steps=recipe.steps, pct_start=0.05
     )
