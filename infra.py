@@ -335,8 +335,7 @@ class VLLMEngine:
             (name, tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor.detach())
             for name, tensor in model.state_dict().items()
         )
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
-        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        self.replace_weights(weights)
 
     def load(self, path: str) -> None:
         """Take a saved model's weights (a checkpoint directory), in place: one engine for many checkpoints. Read here,
@@ -350,8 +349,26 @@ class VLLMEngine:
                     yield from ((name, tensors.get_tensor(name)) for name in tensors.keys())
 
         self.wake_up("weights")
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights()})
-        self.llm.reset_prefix_cache()
+        self.replace_weights(weights())
+
+    def replace_weights(self, weights) -> None:
+        """(name, tensor) pairs into the engine's model, in place; then what derives from the weights is redone."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.collective_rpc(repack_output_layer)
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+
+
+def repack_output_layer(worker) -> None:
+    """vLLM's CPU backend multiplies by a prepacked copy of each embedding weight, made when the model loads.
+    reload_weights repacks the layers it sends weights to, but a tied output layer (the toy's) is sent none: its copy
+    kept the old embedding, and a checkpoint loaded in place answered otherwise than the same checkpoint alone."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():  # elsewhere the weight is used as it is
+        for module in worker.model_runner.model.modules():
+            if isinstance(getattr(module, "quant_method", None), UnquantizedEmbeddingMethod):
+                module.quant_method.process_weights_after_loading(module)
 
 
 def vllm_installed() -> bool:
