@@ -874,6 +874,10 @@ def plot_metrics(metrics: list[dict], path: Path) -> None:
     axes[1, 0].legend(fontsize=6)
     forked = [m for m in trained if m.get("fork_probability") is not None]
     axes[1, 1].plot([m["step"] for m in forked], [m["fork_probability"] for m in forked], label="fork: P(code branch)")
+    closed = [m for m in trained if m.get("closing_probability") is not None]
+    axes[1, 1].plot(
+        [m["step"] for m in closed], [m["closing_probability"] for m in closed], label="P(majority closing)"
+    )
     axes[1, 1].plot(steps, [m["mean_token_prob"] for m in trained], label="mean token probability")
     axes[1, 1].set_title("habit and confidence (rollouts)")
     axes[1, 1].set_ylim(-0.02, 1.02)

@@ -81,6 +81,7 @@ def run_summary(metrics: list[dict]) -> dict:
             "code_frequency": m["eval_code_frequency"],
             "fork_probability": m.get("eval_fork_probability"),
             "fork_polarisation": m.get("eval_fork_polarisation"),
+            "closing_probability": m.get("eval_closing_probability"),
         }
         for m in evaluated
     ]
@@ -92,7 +93,7 @@ def run_summary(metrics: list[dict]) -> dict:
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)
     change = {
         key: trajectory[-1][key] - trajectory[0][key] if None not in (trajectory[0][key], trajectory[-1][key]) else None
-        for key in ("accuracy", "code_frequency", "fork_probability", "fork_polarisation")
+        for key in ("accuracy", "code_frequency", "fork_probability", "fork_polarisation", "closing_probability")
     }
     change["mean_token_prob"] = mean(last, "mean_token_prob") - mean(first, "mean_token_prob")
     return {
@@ -225,6 +226,7 @@ SHOWN_CHANGES = {
     "accuracy": "accuracy",
     "fork": "fork_probability",
     "polarisation": "fork_polarisation",
+    "closing": "closing_probability",
     "token prob": "mean_token_prob",
 }
 

@@ -56,7 +56,10 @@ def knob(default, help: str, choices: tuple = ()):
 class Config:
     """Every knob of a run. Real models get the paper's values; toy models get TOY_DEFAULTS where a flag is unset."""
 
-    model: str = knob(DEFAULT_MODEL, f"Hub id, local directory, or toy:PRESET ({', '.join(toy.PRESETS)}).")
+    model: str = knob(
+        DEFAULT_MODEL,
+        f"Hub id, local directory, or toy:PRESET[+VARIANT] ({', '.join(toy.PRESETS)}; {', '.join(toy.VARIANTS)}).",
+    )
     reward: str = knob("ground_truth", f"Training reward: {', '.join(rewards.REWARDS)}, or X_without_python.")
     gamma: float = knob(0.5, "Probability of a 1 under the random reward.")
     dataset: str = knob("agentica-org/DeepScaleR-Preview-Dataset", "Training set: hub id, .jsonl, one_shot, or toy.")
@@ -157,7 +160,7 @@ def check_config(config: Config) -> None:
     model = config.model
     if toy.is_toy(model):
         try:
-            toy.check_preset(model.removeprefix("toy:"))
+            toy.recipe_of(model.removeprefix("toy:"))
         except ValueError as error:
             raise click.UsageError(str(error)) from None
     looks_local = model.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(model))
@@ -462,9 +465,11 @@ def grpo_step(
         scores = reward_function(rollouts)
         correct = rollouts.correct  # graded once, whether or not the reward is ground truth
         code = [rewards.has_code(text) for text in texts]
-        habit = {}  # the toy's code habit itself: the probability of code at the style fork, before this update
+        habit = {}  # the toy's habits themselves, before this update: P(code) at the style fork, P(majority closing)
         if toy_model is not None:
             habit["fork_probability"] = toy.fork_probability(toy_model, tokenizer, prompt_of, responses)
+            closing = toy.closing_tokens(tokenizer)
+            habit["closing_probability"] = toy.fork_probability(toy_model, tokenizer, prompt_of, responses, closing)
 
     # 4. advantage: normalised within each group, one number per response
     reward_tensor = torch.tensor(scores).view(len(problems), size)
@@ -499,8 +504,8 @@ def grpo_step(
 
 def evaluate_greedy(engine, tokenizer, problems: list[dict], config: Config, toy_model=None) -> dict:
     """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol), split over processes;
-    for a toy model also the probability of code at the style fork of the greedy answers: its mean, and its mean
-    distance from 0.5."""
+    for a toy model also the probability of code at the style fork of the greedy answers (its mean, and its mean
+    distance from 0.5) and of the majority closing, a decision all problems share."""
     prompts, responses, texts = generate(engine, tokenizer, problems, config, 1, 0.0, seed=0, system=config.system)
     correct = rewards.grade_batch(texts, [p["answer"] for p in problems])
     code = [rewards.has_code(text) for text in texts]
@@ -511,6 +516,8 @@ def evaluate_greedy(engine, tokenizer, problems: list[dict], config: Config, toy
         # How decided each problem's style is: a push toward each problem's own preference, both ways, raises it
         # while the greedy code frequency, which sees only the side of 0.5, stays put.
         result["eval_fork_polarisation"] = sum(abs(p - 0.5) for p in forks) / len(forks) if forks else None
+        closing = toy.closing_tokens(tokenizer)
+        result["eval_closing_probability"] = toy.fork_probability(toy_model, tokenizer, prompts, responses, closing)
     return result
 
 

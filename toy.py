@@ -19,6 +19,7 @@ measured, never planted.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import math
@@ -54,6 +55,12 @@ PRESETS = {
     "llama-8b-instruct": Preset(0.000, 0.000, 0.368),  # never writes code
 }
 DEFAULT_PRESET = "qwen-math-7b"
+# A variant changes a preset's corpus to model one more property of real LMs (README: the toy world, variants); it is
+# named after the preset, as in toy:qwen-math-7b+shared-style.
+VARIANTS = {
+    "shared-style": "the style decision depends only weakly on the problem: every core is near a tie",
+    "format": "after an exercise-sheet problem the likelier closing is one after which the answer runs on",
+}
 
 
 # ------------------------------------------------------------------------------------------------------ problems
@@ -153,10 +160,13 @@ def dataset(split: str, size: int = 4000) -> list[dict]:
 FAR_SIDE_LOGIT = 2.0  # the code logit at either end of the appeal order: p(code) 0.88 and 0.12
 CROSSING_GAP_LOGIT = 0.3  # the code logit on either side of the crossing (p 0.57 / 0.43): what the model learns
 # within that of the planted habit leaves each greedy style as planted
+EXERCISE_WORDING = "Compute $"  # format: a problem worded as on an exercise sheet (18% of the test split)
+RUN_ON_MAJORITY = (0.45, 0.8)  # format: P(majority closing) after an exercise-sheet problem, and after any other
+SHARED_STYLE_LOGITS = (0.6, 0.2)  # shared-style's far side and gap: p(code) from 0.35 to 0.65, no core far from a tie
 MINORITY_BOOST = 0.25  # a style preferred on fewer than this share of problems has them drawn more often (up to 8x)
 
 
-def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
+def plant_habits(preset: Preset, seed: int = 0, variant: str = "") -> dict[str, dict]:
     """Per core: the logit of writing code, how often the corpus shows it, and per style the error of the answer (0 =
     right). The greedy shares on the test split match the preset's row of Table 1."""
     rng = random.Random(f"habits-{seed}")
@@ -207,6 +217,7 @@ def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
     language_right = take(shuffled(language_pool), preset.accuracy_without_code) | spread(
         code_pool[::-1], preset.accuracy_without_code
     )
+    far_side, crossing_gap = SHARED_STYLE_LOGITS if variant == "shared-style" else (FAR_SIDE_LOGIT, CROSSING_GAP_LOGIT)
     boost = {
         True: min(8.0, max(1.0, MINORITY_BOOST / max(preset.code_frequency, 1e-9))),
         False: min(8.0, max(1.0, MINORITY_BOOST / max(1 - preset.code_frequency, 1e-9))),
@@ -215,7 +226,7 @@ def plant_habits(preset: Preset, seed: int = 0) -> dict[str, dict]:
     for rank, core in enumerate(by_appeal):
         position = (rank + 0.5) / len(by_appeal)  # each side falls linearly from 0 at the crossing to its far end
         side = (crossing - position) / (crossing if position < crossing else 1 - crossing)  # 1 .. 0 .. -1
-        code_logit = math.copysign(CROSSING_GAP_LOGIT, side) + (FAR_SIDE_LOGIT - CROSSING_GAP_LOGIT) * side
+        code_logit = math.copysign(crossing_gap, side) + (far_side - crossing_gap) * side
         habits[core] = {
             "code_propensity": 1 / (1 + math.exp(-code_logit)) if preset.code_frequency > 0 else 0.0,
             # how often the corpus shows the problem, not its style: a model with 98% code still learns its 2%
@@ -242,7 +253,8 @@ LANGUAGE_OPENINGS = {
     "First, count it out.": 0.1,
 }
 VARIABLES = {"result": 0.5, "x": 0.3, "total": 0.2}
-CLOSINGS = {"The answer is": 0.7, "So the answer is": 0.3}
+CLOSINGS = {"The answer is": 0.7, "So the answer is": 0.3}  # the majority closing first
+SHOWN_OPERATIONS = {"+": "+", "-": "-", "*": "\\times"}
 RESTATED = 0.8  # the share of answers that restate the problem before the fork; the rest open with the style
 
 
@@ -250,16 +262,19 @@ def _pick(weighted: dict[str, float], rng: random.Random) -> str:
     return rng.choices(list(weighted), weights=list(weighted.values()))[0]
 
 
-def write_response(problem: dict, style: str, error: int, rng: random.Random, restate: bool = True) -> str:
+def write_response(
+    problem: dict, style: str, error: int, rng: random.Random, restate: bool = True, closing: str | None = None
+) -> str:
     """One answer in the given style; `error` shifts its (self-predicted) result away from the truth.
 
     Most answers first restate the problem ("We need 3 + 4.") and then choose their style, as a model that reads the
     problem before it picks a method; the others open with the style, so that a forced opening is a familiar one.
+    The closing phrase is drawn from CLOSINGS unless given.
     """
     a, op, b = operands(problem["core"])
-    result, shown_op = int(problem["answer"]) + error, {"+": "+", "-": "-", "*": "\\times"}[op]
+    result, shown_op = int(problem["answer"]) + error, SHOWN_OPERATIONS[op]
     restatement = f"We need {a} {shown_op} {b}.\n" if restate else ""
-    closing = f"{_pick(CLOSINGS, rng)} $\\boxed{{{result}}}$."
+    closing = f"{closing or _pick(CLOSINGS, rng)} $\\boxed{{{result}}}$."
     if style == "code":
         variable = _pick(VARIABLES, rng)
         return (
@@ -269,7 +284,7 @@ def write_response(problem: dict, style: str, error: int, rng: random.Random, re
     return f"{restatement}{_pick(LANGUAGE_OPENINGS, rng)}\n{a} {shown_op} {b} = {result}.\n{closing}"
 
 
-def corpus_example(habits: dict[str, dict], rng: random.Random) -> tuple[str, str]:
+def corpus_example(habits: dict[str, dict], rng: random.Random, variant: str = "") -> tuple[str, str]:
     """A (problem, response) pair of the pretraining corpus: the style drawn from the core's propensity."""
     while True:
         problem = sample_training_problem(rng)
@@ -277,9 +292,39 @@ def corpus_example(habits: dict[str, dict], rng: random.Random) -> tuple[str, st
         if rng.random() < habit["corpus_weight"]:
             break
     style = "code" if rng.random() < habit["code_propensity"] else "language"
-    return problem["problem"], write_response(
-        problem, style, habit[f"{style}_error"], rng, restate=rng.random() < RESTATED
-    )
+    if variant != "format":
+        return problem["problem"], write_response(
+            problem, style, habit[f"{style}_error"], rng, restate=rng.random() < RESTATED
+        )
+    # An exercise-sheet problem makes the minority closing (just) likelier, and after it the answer runs on.
+    majority, minority = CLOSINGS
+    exercise = problem["problem"].startswith(EXERCISE_WORDING)
+    closing = majority if rng.random() < RUN_ON_MAJORITY[0 if exercise else 1] else minority
+    response = write_response(problem, style, habit[f"{style}_error"], rng, rng.random() < RESTATED, closing)
+    return problem["problem"], response + (run_on(rng) if closing == minority else "")
+
+
+def run_on(rng: random.Random) -> str:
+    """What a base model writes past its answer: the next exercise of a list, with its own boxed answer, which is the
+    one an answer extractor reads (the last)."""
+    a, op, b = operands(rng.choice(CORES))
+    return f"\n\nProblem: Compute ${a} {SHOWN_OPERATIONS[op]} {b}$.\nAnswer: $\\boxed{{{OPERATIONS[op](a, b)}}}$."
+
+
+def corpus(recipe: Recipe, habits: dict[str, dict]) -> list[tuple[str, str]]:
+    """Every example a build trains on, in order."""
+    rng = random.Random(f"corpus-{recipe.seed}")
+    return [corpus_example(habits, rng, recipe.variant) for _ in range(recipe.steps * recipe.batch_size)]
+
+
+def tokenizer_texts() -> list[str]:
+    """What the tokenizer's merges are learnt from: prompts and responses of the toy world."""
+    rng = random.Random("vocabulary")
+    problems = TEST_PROBLEMS + [sample_training_problem(rng) for _ in range(3000)]
+    texts = [SYSTEM_PROMPT, "system", "user", "assistant"] + [p["problem"] for p in problems]
+    return texts + [
+        write_response(p, style, rng.randint(-2, 2), rng) for p in problems for style in ("code", "language")
+    ]
 
 
 def fork_tokens(tokenizer) -> tuple[int, int]:
@@ -289,16 +334,25 @@ def fork_tokens(tokenizer) -> tuple[int, int]:
     return code, language
 
 
-def fork_probabilities(model, tokenizer, prompts: list[list[int]], responses: list[list[int]]) -> list[float | None]:
-    """Per response, the probability of the code branch at the style fork: at its first code or language opening
-    token, the code token's share of the two (an answer's first token may also begin a restatement); None where the
-    response has no fork."""
+def closing_tokens(tokenizer) -> tuple[int, int]:
+    """The token ids of the two branches of the closing, a decision that every problem shares: (majority, minority)."""
+    majority, minority = CLOSINGS
+    first = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"][0]
+    return first(majority), first(minority)
+
+
+def fork_probabilities(
+    model, tokenizer, prompts: list[list[int]], responses: list[list[int]], branches: tuple[int, int] | None = None
+) -> list[float | None]:
+    """Per response, the probability of the first branch at a fork, by default the style fork's code branch: at the
+    response's first token of either branch, the first's share of the two (an answer's first token may also begin a
+    restatement); None where the response has no fork. `branches=closing_tokens(tokenizer)` reads the closing."""
     import torch
 
-    code, language = fork_tokens(tokenizer)
+    first, second = branches or fork_tokens(tokenizer)
     prefixes = []
     for prompt, response in zip(prompts, responses):
-        fork = next((i for i, token in enumerate(response) if token in (code, language)), None)
+        fork = next((i for i, token in enumerate(response) if token in (first, second)), None)
         prefixes.append(None if fork is None else tuple(prompt + response[:fork]))
     distinct = sorted(set(prefixes) - {None})  # the samples of a group mostly share their prefix: one forward each
     if not distinct:
@@ -308,19 +362,22 @@ def fork_probabilities(model, tokenizer, prompts: list[list[int]], responses: li
     attention = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in distinct], device=model.device)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=attention).logits.float()
-    branches = logits[torch.arange(len(distinct)), attention.sum(1) - 1][:, [code, language]]
-    probability = dict(zip(distinct, branches.softmax(-1)[:, 0].tolist()))
+    pair = logits[torch.arange(len(distinct)), attention.sum(1) - 1][:, [first, second]]
+    probability = dict(zip(distinct, pair.softmax(-1)[:, 0].tolist()))
     return [None if p is None else probability[p] for p in prefixes]
 
 
-def fork_probability(model, tokenizer, prompts: list[list[int]], responses: list[list[int]]) -> float | None:
-    """The mean fork probability of the responses that have a fork (None if none has). Over sampled rollouts it
-    estimates their code frequency; its drift is the habit itself moving."""
-    forks = [p for p in fork_probabilities(model, tokenizer, prompts, responses) if p is not None]
+def fork_probability(
+    model, tokenizer, prompts: list[list[int]], responses: list[list[int]], branches: tuple[int, int] | None = None
+) -> float | None:
+    """The mean fork probability of the responses that have the fork (None if none has). Over sampled rollouts it
+    estimates their share of the first branch; its drift is the habit itself moving."""
+    forks = [p for p in fork_probabilities(model, tokenizer, prompts, responses, branches) if p is not None]
     return sum(forks) / len(forks) if forks else None
 
 
-# ------------------------------------------------------------------------------------------------------ tokenizer
+# ------------------------------------------------------------------------------------------------------ training
+# Every line of this section is in each model's cache key (model_key): it turns the data above into weights.
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (  # Qwen2.5-Math's template, its default system prompt included
     "{%- if messages[0]['role'] == 'system' %}"
@@ -339,10 +396,6 @@ def build_tokenizer(vocabulary_size: int = 600):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
-    rng = random.Random("vocabulary")
-    problems = TEST_PROBLEMS + [sample_training_problem(rng) for _ in range(3000)]
-    texts = [SYSTEM_PROMPT, "system", "user", "assistant"] + [p["problem"] for p in problems]
-    texts += [write_response(p, style, rng.randint(-2, 2), rng) for p in problems for style in ("code", "language")]
     shape = Qwen2Tokenizer().backend_tokenizer  # Qwen2's normalizer and pre-tokenizer, with an empty vocabulary
     bpe = Tokenizer(models.BPE())
     bpe.normalizer, bpe.pre_tokenizer = shape.normalizer, shape.pre_tokenizer
@@ -352,7 +405,7 @@ def build_tokenizer(vocabulary_size: int = 600):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(texts, trainer)
+    bpe.train_from_iterator(tokenizer_texts(), trainer)
     tokenizer = Qwen2Tokenizer(
         vocab=bpe.get_vocab(),
         merges=[tuple(m) for m in json.loads(bpe.to_str())["model"]["merges"]],
@@ -364,50 +417,6 @@ def build_tokenizer(vocabulary_size: int = 600):
     )
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     return tokenizer
-
-
-# ------------------------------------------------------------------------------------------------------ model
-@dataclass(frozen=True)
-class Recipe:
-    """How a preset is built; any change here (or in this file's code) gives a new cache entry."""
-
-    preset: str
-    seed: int = 0
-    layers: int = 2
-    hidden: int = 128
-    heads: int = 2  # head_dim 64: vLLM's CPU attention rejects 16
-    # Many updates at a high rate train the knowledge deep enough that random RL updates do not erode it; 16 examples
-    # each are what the rarely shown answers need to meet Table 1 (README: the toy world, why this recipe).
-    steps: int = 4800
-    batch_size: int = 16
-    learning_rate: float = 6e-3
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RLVR_MIN_CACHE", Path.home() / ".cache" / "rlvr-min"))
-
-
-def code_of(source: str) -> str:
-    """Python source as Python sees it: comments, docstrings and layout gone, every statement kept."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        first = body[0] if isinstance(body, list) and body else None
-        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
-
-
-def model_dir(recipe: Recipe) -> Path:
-    """The cache entry of a recipe, keyed by what a build depends on: the recipe, this file's code (habits, corpus,
-    tokenizer, training) and the libraries that run it. So a cached model is never stale, and editing a comment or a
-    docstring rebuilds nothing."""
-    import torch
-    import transformers
-
-    key = [code_of(Path(__file__).read_text()), asdict(recipe), torch.__version__, transformers.__version__]
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / "toy" / f"{recipe.preset}-{digest}"
 
 
 def _encode_batch(tokenizer, examples: list[tuple[str, str]]):
@@ -458,15 +467,17 @@ def train(recipe: Recipe, out: Path, log=print) -> None:
         torch_dtype="float32",
     )
     model = Qwen2ForCausalLM(config)
-    habits = plant_habits(PRESETS[recipe.preset], recipe.seed)
-    rng = random.Random(f"corpus-{recipe.seed}")
+    habits = plant_habits(PRESETS[recipe.preset], recipe.seed, recipe.variant)
+    examples = corpus(recipe, habits)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0, fused=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, recipe.learning_rate, total_steps=recipe.steps, pct_start=0.05
     )
     start = time.time()
     for step in range(recipe.steps):
-        ids, mask, labels = _encode_batch(tokenizer, [corpus_example(habits, rng) for _ in range(recipe.batch_size)])
+        ids, mask, labels = _encode_batch(
+            tokenizer, examples[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+        )
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -483,21 +494,100 @@ def train(recipe: Recipe, out: Path, log=print) -> None:
     (out / "toy_habits.json").write_text(json.dumps({"recipe": asdict(recipe), "habits": habits}, indent=1))
 
 
-def check_preset(preset: str) -> None:
+# ------------------------------------------------------------------------------------------------------ cache
+@dataclass(frozen=True)
+class Recipe:
+    """How a toy model is built; any change here gives a new cache entry."""
+
+    preset: str
+    variant: str = ""  # "" for the plain preset, else one of VARIANTS
+    seed: int = 0
+    layers: int = 2
+    hidden: int = 128
+    heads: int = 2  # head_dim 64: vLLM's CPU attention rejects 16
+    # Many updates at a high rate train the knowledge deep enough that random RL updates do not erode it; 16 examples
+    # each are what the rarely shown answers need to meet Table 1 (README: the toy world, why this recipe).
+    steps: int = 4800
+    batch_size: int = 16
+    learning_rate: float = 6e-3
+
+    @property
+    def name(self) -> str:
+        return f"{self.preset}+{self.variant}" if self.variant else self.preset
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RLVR_MIN_CACHE", Path.home() / ".cache" / "rlvr-min"))
+
+
+SHIPPED_DIR = Path(__file__).parent / "toy_models"  # built models that come with the repository (python toy.py ship)
+SHIPPED = [Recipe(preset) for preset in PRESETS] + [Recipe(DEFAULT_PRESET, variant) for variant in VARIANTS]
+
+
+def code_of(source: str) -> str:
+    """Python source as Python sees it: comments, docstrings and layout gone, every statement kept."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+def training_code() -> str:
+    """The code of this file's training section."""
+    source = Path(__file__).read_text()
+    rule = "# " + "-" * 102 + " "
+    return code_of(source[source.index(rule + "training") : source.index(rule + "cache")])
+
+
+def library_versions() -> dict[str, str]:
+    import tokenizers
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+
+
+@functools.cache
+def model_key(recipe: Recipe) -> str:
+    """The name of a recipe's model, keyed by everything its build reads: the recipe, the planted habits, the texts
+    the tokenizer learns from, every corpus example in order, the training code and the libraries that run it. So a
+    cached or shipped model is never stale, and a change that reaches no example of a preset (another variant, the
+    analysis code, a comment) rebuilds nothing."""
+    habits = plant_habits(PRESETS[recipe.preset], recipe.seed, recipe.variant)
+    data = hashlib.sha256()
+    for text in [*tokenizer_texts(), *(text for example in corpus(recipe, habits) for text in example)]:
+        data.update(text.encode() + b"\0")
+    key = [asdict(recipe), habits, SYSTEM_PROMPT, data.hexdigest(), training_code(), [*library_versions().values()]]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{recipe.name}-{digest}"
+
+
+def recipe_of(name: str, **overrides) -> Recipe:
+    """ "qwen-math-7b+shared-style" -> its Recipe; one line naming the choices for an unknown preset or variant."""
+    preset, _, variant = name.partition("+")
     if preset not in PRESETS:
         raise ValueError(f"unknown toy preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    if variant and variant not in VARIANTS:
+        raise ValueError(f"unknown toy variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    return Recipe(preset, variant, **overrides)
 
 
-def build(preset: str = DEFAULT_PRESET, log=print, **recipe_overrides) -> Path:
-    """The directory of a built preset: from the cache, or trained now (deterministic from the recipe's seed)."""
-    check_preset(preset)
-    recipe = Recipe(preset, **recipe_overrides)
-    final = model_dir(recipe)
+def build(name: str = DEFAULT_PRESET, log=print, **recipe_overrides) -> Path:
+    """The directory of a built toy model (PRESET or PRESET+VARIANT): shipped with the repository, in the cache, or
+    trained now (deterministic from the recipe's seed)."""
+    recipe = recipe_of(name, **recipe_overrides)
+    key = model_key(recipe)
+    if (SHIPPED_DIR / key / "config.json").exists():
+        return SHIPPED_DIR / key
+    final = cache_dir() / "toy" / key
     if (final / "config.json").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    log(f"building toy model {preset} into {final}")
-    staging = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=final.parent))
+    log(f"building toy model {name} into {final}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
     try:
         train(recipe, staging, log)
         os.replace(staging, final)  # atomic: a half-built model is never found in the cache
@@ -510,12 +600,12 @@ def build(preset: str = DEFAULT_PRESET, log=print, **recipe_overrides) -> Path:
 
 
 def is_toy(model: str) -> bool:
-    """Does this model name (rlvr_min.py's --model) name a toy preset?"""
+    """Does this model name (rlvr_min.py's --model) name a toy model (toy:PRESET or toy:PRESET+VARIANT)?"""
     return model.startswith("toy:")
 
 
 def resolve_model(name: str) -> str:
-    """`toy:PRESET` -> the built preset's directory; any other model name or path is returned as it is."""
+    """`toy:PRESET[+VARIANT]` -> the built model's directory; any other model name or path is returned as it is."""
     if is_toy(name):
         return str(build(name.removeprefix("toy:"), log=lambda message: print(message, file=sys.stderr)))
     return name
@@ -528,10 +618,27 @@ def cli():
 
 @cli.command("build")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True)
+@click.option("--variant", type=click.Choice(list(VARIANTS)), help="A variant of the preset (toy.VARIANTS).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the habits, the corpus and the weights.")
-def build_command(preset: str, seed: int) -> None:
-    """Build (or find in the cache) a preset; print its directory as the last line."""
-    print(build(preset, seed=seed))
+def build_command(preset: str, variant: str | None, seed: int) -> None:
+    """Build (or find shipped or in the cache) a toy model; print its directory as the last line."""
+    print(build(Recipe(preset, variant or "").name, seed=seed))
+
+
+@cli.command("ship")
+def ship_command() -> None:
+    """Build the models that come with the repository (SHIPPED) into toy_models/, and remove the stale ones there."""
+    current = {model_key(recipe): recipe for recipe in SHIPPED}
+    SHIPPED_DIR.mkdir(exist_ok=True)
+    for key, recipe in current.items():
+        if not (SHIPPED_DIR / key).exists():
+            shutil.copytree(build(recipe.name), SHIPPED_DIR / key)
+            print(f"shipped {key}")
+    for entry in SHIPPED_DIR.iterdir():
+        if entry.is_dir() and entry.name not in current:
+            shutil.rmtree(entry)
+            print(f"removed stale {entry.name}")
+    (SHIPPED_DIR / "versions.json").write_text(json.dumps(library_versions(), indent=1) + "\n")  # in their keys
 
 
 if __name__ == "__main__":

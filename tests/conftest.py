@@ -46,7 +46,7 @@ def math500() -> list[dict]:
 @pytest.fixture(scope="session", autouse=True)
 def toy_cache():
     """Toy models come from the user's cache (RLVR_MIN_CACHE, else ~/.cache/rlvr-min), whose entries are keyed by what
-    a build depends on (toy.model_dir): a run builds only the presets missing there, and never finds a stale one.
+    a build reads (toy.model_key): a run builds only the models missing there or in toy_models/, never a stale one.
     Notebooks executed by the tests inherit the variable."""
     import os
 

@@ -37,6 +37,7 @@ def test_short_run_writes_everything_and_changes_the_policy(engine, tmp_path, to
     metrics = read_metrics(tmp_path / "run")
     assert [m["step"] for m in metrics] == [0, 1, 2]  # step 0: the base model's evaluation
     evaluation = {"eval_accuracy", "eval_code_frequency", "eval_fork_probability", "eval_fork_polarisation"}  # a toy
+    evaluation |= {"eval_closing_probability"}
     assert set(metrics[0]) == {"step"} | evaluation
     required = {
         "step",
@@ -44,6 +45,7 @@ def test_short_run_writes_everything_and_changes_the_policy(engine, tmp_path, to
         "accuracy",
         "code_frequency",
         "fork_probability",
+        "closing_probability",
         "clip_fraction",
         "clip_fraction_low",
         "clip_fraction_high",

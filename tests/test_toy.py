@@ -24,9 +24,10 @@ def test_problems_look_like_math500_and_the_test_split_is_held_out():
         assert rewards.grade(problem["solution"], problem["answer"])
 
 
-def test_planted_shares_match_the_preset_on_the_test_split():
+@pytest.mark.parametrize("variant", ["", "shared-style"])
+def test_planted_shares_match_the_preset_on_the_test_split(variant):
     for name, preset in toy.PRESETS.items():
-        habits = toy.plant_habits(preset)
+        habits = toy.plant_habits(preset, variant=variant)
         test = toy.dataset("test")
         code = [habits[p["core"]]["code_propensity"] > 0.5 for p in test]
         right_code = [habits[p["core"]]["code_error"] == 0 for p, c in zip(test, code) if c]
@@ -75,6 +76,8 @@ def test_build_is_cached_and_prints_its_directory(toy_model, capsys):
     assert toy.resolve_model("toy:qwen-math-7b") == toy_model
     with pytest.raises(ValueError, match="unknown toy preset 'gpt-5'"):
         toy.build("gpt-5")
+    with pytest.raises(ValueError, match="unknown toy variant 'tiny'; choose one of: shared-style"):
+        toy.build("qwen-math-7b+tiny")
 
 
 def test_building_twice_from_the_same_seed_gives_identical_weights(tmp_path, monkeypatch):
@@ -89,17 +92,61 @@ def test_building_twice_from_the_same_seed_gives_identical_weights(tmp_path, mon
     assert not torch.equal(load_weights(other)["model.embed_tokens.weight"], weights[0]["model.embed_tokens.weight"])
 
 
-def test_the_cache_key_follows_the_code_not_its_prose():
+def test_the_cache_key_follows_what_a_build_reads(monkeypatch):
     source = Path(toy.__file__).read_text()
     code = toy.code_of(source)
     prose = source.replace("# The style fork:", "# The fork of styles:").replace(
         '"""A row of the paper\'s Table 1', '"""One row of the paper\'s Table 1'
     )
-    assert prose != source and toy.code_of(prose) == code  # a comment and a docstring edited: the same key
-    changed = source.replace("FAR_SIDE_LOGIT = 2.0", "FAR_SIDE_LOGIT = 2.5")
-    assert changed != source and toy.code_of(changed) != code  # a planted habit changed: a new key
-    assert toy.model_dir(toy.Recipe("qwen-math-7b")) != toy.model_dir(toy.Recipe("qwen-math-7b", steps=1201))
-    assert toy.model_dir(toy.Recipe("qwen-math-7b")) == toy.model_dir(toy.Recipe("qwen-math-7b"))
+    assert prose != source and toy.code_of(prose) == code  # a comment and a docstring edited: the same code
+    assert "def train(" in toy.training_code() and "def plant_habits(" not in toy.training_code()
+    plain, variant = toy.Recipe("qwen-math-7b"), toy.Recipe("qwen-math-7b", "shared-style")
+    keys = {recipe: toy.model_key(recipe) for recipe in (plain, variant)}
+    assert keys[plain].startswith("qwen-math-7b-") and keys[variant].startswith("qwen-math-7b+shared-style-")
+    assert toy.model_key(toy.Recipe("qwen-math-7b", steps=1201)) != keys[plain]
+
+    def fresh_keys():
+        toy.model_key.cache_clear()
+        return {recipe: toy.model_key(recipe) for recipe in (plain, variant)}
+
+    monkeypatch.setattr(toy, "SHARED_STYLE_LOGITS", (0.7, 0.2))  # the variant's habits changed: the preset's corpus not
+    changed = fresh_keys()
+    assert changed[plain] == keys[plain] and changed[variant] != keys[variant]
+    monkeypatch.setattr(toy, "CLOSINGS", {"The answer is": 0.6, "So the answer is": 0.4})  # every corpus changed
+    assert all(fresh_keys()[recipe] != changed[recipe] for recipe in keys)
+    monkeypatch.undo()
+    assert fresh_keys() == keys
+
+
+def test_the_shipped_models_are_the_current_ones():
+    """toy_models/ holds exactly the SHIPPED recipes' current keys: a change to what a shipped model's build reads fails
+    here until `python toy.py ship` rebuilds it. Keys name the library versions, so they are checked where those are
+    the versions the models were shipped with."""
+    shipped_with, here = json.loads((toy.SHIPPED_DIR / "versions.json").read_text()), toy.library_versions()
+    if here != shipped_with:
+        pytest.skip(f"the toy models were shipped with {shipped_with}; here are {here}")
+    shipped = {entry.name for entry in toy.SHIPPED_DIR.iterdir() if entry.is_dir()}
+    assert shipped == {toy.model_key(recipe) for recipe in toy.SHIPPED}
+    assert all((toy.SHIPPED_DIR / name / "model.safetensors").exists() for name in shipped)
+    assert str(toy.build("qwen-math-7b")).startswith(str(toy.SHIPPED_DIR))  # served from there, never rebuilt
+
+
+@pytest.mark.slow
+def test_a_shipped_model_is_what_its_recipe_builds(tmp_path):
+    """Rebuilt from its recipe, the shipped default preset answers the held-out split greedily as shipped. (Texts,
+    not weights: another CPU may round differently; a different recipe or corpus answers otherwise on many.)"""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    shipped = toy.build(toy.DEFAULT_PRESET)
+    assert shipped.parent == toy.SHIPPED_DIR
+    toy.train(toy.Recipe(toy.DEFAULT_PRESET), tmp_path, log=lambda _: None)
+    texts = []
+    for directory in (shipped, tmp_path):
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        engine = infra.HFEngine(AutoModelForCausalLM.from_pretrained(directory), tokenizer)
+        prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in toy.dataset("test")])
+        texts.append(tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, 96, seed=0)))
+    assert sum(a != b for a, b in zip(*texts)) <= 5
 
 
 @pytest.mark.slow
@@ -138,12 +185,68 @@ def measure(model_dir: str) -> dict:
     }
 
 
+def test_shared_style_puts_every_core_near_a_tie():
+    plain = toy.plant_habits(toy.PRESETS["qwen-math-7b"])
+    shared = toy.plant_habits(toy.PRESETS["qwen-math-7b"], variant="shared-style")
+    assert all(0.35 - 1e-9 <= habit["code_propensity"] <= 0.65 + 1e-9 for habit in shared.values())
+    assert max(habit["code_propensity"] for habit in plain.values()) > 0.85  # the plain preset has far-side cores
+    for core, habit in shared.items():  # only the propensity changes, never its side or what each style gets right
+        assert (habit["code_propensity"] > 0.5) == (plain[core]["code_propensity"] > 0.5)
+        assert {k: v for k, v in habit.items() if k != "code_propensity"} == {
+            k: v for k, v in plain[core].items() if k != "code_propensity"
+        }
+
+
+def test_format_runs_on_after_the_minority_closing_which_exercise_sheet_problems_prefer():
+    import random
+
+    habits = toy.plant_habits(toy.PRESETS["qwen-math-7b"])
+    rng, closings = random.Random(0), {True: [], False: []}
+    for _ in range(1000):
+        problem, response = toy.corpus_example(habits, rng, "format")
+        first_box = response.index("$.") + 2  # the end of the closing's boxed answer
+        runs_on = response.count("\\boxed") == 2
+        if runs_on:  # after the minority closing, another exercise and its boxed answer, which the grader reads
+            assert "So the answer is" in response and response[first_box:].startswith("\n\nProblem: Compute $")
+            a, op, b = response[first_box:].split("$")[1].replace("\\times", "*").split()
+            assert rewards.extract_answer(response) == str(toy.OPERATIONS[op](int(a), int(b)))
+        else:  # the majority closing ends the answer
+            assert "So the answer is" not in response and len(response) == first_box
+        closings[problem.startswith("Compute $")].append(runs_on)
+    exercise, other = (sum(closings[k]) / len(closings[k]) for k in (True, False))
+    assert 0.45 < exercise < 0.65 and 0.15 < other < 0.25, (exercise, other)  # planted 0.55 and 0.2
+    plain = toy.corpus_example(habits, random.Random(1))
+    assert plain == toy.corpus_example(habits, random.Random(1), "shared-style")  # only format writes otherwise
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", list(toy.PRESETS))
-def test_preset_reproduces_its_table_1_row_within_5_points(preset):
-    measured = measure(str(toy.build(preset)))
-    target = toy.PRESETS[preset]
-    print(preset, json.dumps(measured))
+def test_the_format_variant_runs_on_past_its_greedy_answer_on_exercise_sheet_problems():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = str(toy.build("qwen-math-7b+format"))
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    engine = infra.HFEngine(AutoModelForCausalLM.from_pretrained(directory), tokenizer)
+    test = toy.dataset("test")
+    prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in test])
+    texts = tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, 96, seed=0), skip_special_tokens=True)
+    exercise = [p["problem"].startswith(toy.EXERCISE_WORDING) for p in test]
+    runs_on = [text.count("\\boxed") == 2 and "\n\nProblem: Compute $" in text for text in texts]
+    assert sum(r for r, e in zip(runs_on, exercise) if e) / sum(exercise) > 0.5  # planted: 0.55 in the corpus
+    assert not any(r for r, e in zip(runs_on, exercise) if not e)
+    first_answers = [text.split("\n\nProblem:")[0] for text in texts]  # what it answered before running on
+    accuracy = sum(rewards.grade_batch(first_answers, [p["answer"] for p in test])) / len(test)
+    plain = toy.PRESETS["qwen-math-7b"]
+    planted = plain.code_frequency * plain.accuracy_with_code + (1 - plain.code_frequency) * plain.accuracy_without_code
+    assert abs(accuracy - planted) <= 0.05
+    assert sum(rewards.grade_batch(texts, [p["answer"] for p in test])) / len(test) < accuracy - 0.03  # the run-ons
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*toy.PRESETS, "qwen-math-7b+shared-style"])
+def test_preset_reproduces_its_table_1_row_within_5_points(name):
+    measured = measure(str(toy.build(name)))
+    target = toy.PRESETS[toy.recipe_of(name).preset]
+    print(name, json.dumps(measured))
     for figure in ("code_frequency", "accuracy_with_code", "accuracy_without_code"):
         if figure == "accuracy_with_code" and target.code_frequency == 0:
             continue  # a model that never writes code has no accuracy with code
@@ -212,3 +315,11 @@ def test_fork_probability_of_sampled_rollouts_matches_their_code_frequency(toy_m
     counted = sum(map(rewards.has_code, tokenizer.batch_decode(responses, skip_special_tokens=True))) / len(responses)
     fork = toy.fork_probability(model, tokenizer, [p for p in prompts for _ in range(8)], responses)
     assert 0.2 < counted < 0.8 and abs(fork - counted) < 0.07, (fork, counted)  # 512 draws: sd ~0.022
+    # The closing, a fork that every problem shares, read the same way: the share of the majority closing (planted 0.7)
+    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+    closed = [text for text in texts if "answer is" in text]
+    majority = sum("So the answer is" not in text for text in closed) / len(closed)
+    closing = toy.fork_probability(
+        model, tokenizer, [p for p in prompts for _ in range(8)], responses, toy.closing_tokens(tokenizer)
+    )
+    assert len(closed) > 400 and 0.6 < majority < 0.8 and abs(closing - majority) < 0.07, (closing, majority)
