@@ -5,7 +5,8 @@
 
 Every condition is one flag away from its regime, and every other setting is the same for all (README: the
 clipping-bias laboratory). A sweep is resumable: finished runs found in its folder with the same configuration are read,
-not run again. The tutorials run and plot their trainings through `sweep`, `plot_trajectories` and `show_change`.
+not run again (also after the folder was moved), and a finished run of another configuration is never overwritten. The
+tutorials run and plot their trainings through `sweep`, `plot_trajectories` and `show_change`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def run_summary(metrics: list[dict]) -> dict:
             "fork_probability": m.get("eval_fork_probability"),
             "fork_polarisation": m.get("eval_fork_polarisation"),
             "closing_probability": m.get("eval_closing_probability"),
+            "accuracy_seen": m.get("eval_accuracy_seen"),  # the contaminated variant's halves of the test split
+            "accuracy_clean": m.get("eval_accuracy_clean"),
         }
         for m in evaluated
     ]
@@ -93,7 +96,7 @@ def run_summary(metrics: list[dict]) -> dict:
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)
     change = {
         key: trajectory[-1][key] - trajectory[0][key] if None not in (trajectory[0][key], trajectory[-1][key]) else None
-        for key in ("accuracy", "code_frequency", "fork_probability", "fork_polarisation", "closing_probability")
+        for key in [key for key in trajectory[0] if key != "step"]
     }
     change["mean_token_prob"] = mean(last, "mean_token_prob") - mean(first, "mean_token_prob")
     return {
@@ -116,8 +119,9 @@ def sweep(
     """Run every condition with every seed (rlvr_min.train, in this process) and write OUT/sweep.json and
     OUT/sweep.png. A condition is a name of SWEEP_CONDITIONS or, given a dict, any name and its rlvr_min.py flags
     (e.g. {"format": ["--reward", "format"]}). Finished runs found in OUT with the same configuration are read, not run
-    again; an unfinished one is restarted; the JSON and PNG are rewritten atomically after each run. quiet: each run's
-    step lines go to its train.log instead of standard output."""
+    again; an unfinished one is restarted; a finished one of another configuration stops the sweep (finished_metrics);
+    the JSON and PNG are rewritten atomically after each run. quiet: each run's step lines go to its train.log instead
+    of standard output."""
     if not isinstance(conditions, dict):
         unknown = [c for c in conditions if c not in SWEEP_CONDITIONS]
         if unknown:
@@ -134,16 +138,8 @@ def sweep(
         for seed in seeds:
             run_dir = out / f"{condition}-seed{seed}"
             config = run_config([*common, *condition_flags, "--seed", str(seed), "--out", str(run_dir)])
-            metrics_file = run_dir / "metrics.jsonl"
-            done = (
-                (run_dir / "config.json").exists()
-                and json.loads((run_dir / "config.json").read_text()) == dataclasses.asdict(config)
-                and metrics_file.exists()
-                and json.loads(metrics_file.read_text().splitlines()[-1])["step"] == config.steps
-            )
-            if done:
-                metrics = [json.loads(line) for line in metrics_file.read_text().splitlines()]
-            else:
+            metrics = finished_metrics(run_dir, config)
+            if metrics is None:
                 shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short starts again from its seed
                 log(f"sweep: {condition}, seed {seed} -> {run_dir}")
                 run_dir.mkdir(parents=True)
@@ -165,6 +161,26 @@ def sweep(
             infra.write_atomically(out / "sweep.json", json.dumps(result, indent=1))
             plot_sweep(result, out / "sweep.png")
     return result
+
+
+def finished_metrics(run_dir: Path, config: rlvr_min.Config) -> list[dict] | None:
+    """The metrics of the finished run in `run_dir` if it ran this configuration (its folder may have been moved: `out`
+    is not compared), None if there is none or it was cut short. A finished run of another configuration is never
+    deleted: that is an error naming the first setting that differs."""
+    metrics_file = run_dir / "metrics.jsonl"
+    if not (run_dir / "config.json").exists() or not metrics_file.exists():
+        return None
+    saved, wanted = json.loads((run_dir / "config.json").read_text()), dataclasses.asdict(config)
+    lines = metrics_file.read_text().splitlines()
+    if not lines or json.loads(lines[-1])["step"] != saved.get("steps"):
+        return None
+    differs = [key for key in wanted if key != "out" and saved.get(key) != wanted[key]]
+    if differs:
+        raise click.UsageError(
+            f"{run_dir} holds a finished run with {differs[0]}={saved.get(differs[0])!r}, not {wanted[differs[0]]!r}; "
+            "move it away or choose another --out"
+        )
+    return [json.loads(line) for line in lines]
 
 
 # ============================================================================================================== plots
@@ -227,6 +243,8 @@ SHOWN_CHANGES = {
     "fork": "fork_probability",
     "polarisation": "fork_polarisation",
     "closing": "closing_probability",
+    "seen": "accuracy_seen",
+    "clean": "accuracy_clean",
     "token prob": "mean_token_prob",
 }
 
@@ -263,7 +281,9 @@ def sweep_command(conditions, seeds, regime, out, flags):
     e.g. --steps 100 --model toy:llama-8b-instruct."""
     result = sweep(list(conditions), list(range(seeds)), Path(out), regime, list(flags))
     for condition, row in result["summary"].items():
-        shown = "  ".join(f"{name} {show_change(row, key)}" for name, key in SHOWN_CHANGES.items())
+        shown = "  ".join(
+            f"{name} {show_change(row, key)}" for name, key in SHOWN_CHANGES.items() if f"{key}_change" in row
+        )
         click.echo(
             f"{condition:>12}: {shown}  clip {row['clip_fraction_median']:.4f}  seeds code +0.10 and accuracy "
             f"up: {row['seeds_code_up_0.10_and_accuracy_up']}/{row['seeds']}"

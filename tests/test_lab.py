@@ -1,9 +1,9 @@
 """The laboratory (lab.py): a sweep of trainings that survives interruption, its summaries, and its bad input."""
 
-import dataclasses
 import json
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -23,8 +23,10 @@ def test_a_sweep_interrupted_and_run_again_finishes_cleanly(tmp_path, toy_model,
 
     def interrupted_train(config, resume=False):
         calls.append(config.out)
-        if len(calls) == 3:  # the third run dies half-way: its directory holds a config and nothing finished
-            real_train(dataclasses.replace(config, steps=1))
+        if len(calls) == 3:  # the third run dies before its last step is recorded: its folder holds an unfinished run
+            real_train(config)
+            metrics = Path(config.out) / "metrics.jsonl"
+            metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:-1]))
             raise KeyboardInterrupt
         return real_train(config, resume)
 
@@ -66,6 +68,18 @@ def test_a_sweep_interrupted_and_run_again_finishes_cleanly(tmp_path, toy_model,
         "min": changes[0],
         "max": changes[1],
     }
+
+
+def test_a_finished_run_is_read_after_a_move_and_never_deleted_for_another_configuration(tmp_path, toy_model):
+    first = lab.sweep(["clip"], [0], tmp_path / "a", flags=SWEEP_FLAGS, log=lambda _: None, quiet=True)
+    (tmp_path / "a").rename(tmp_path / "b")
+    runs = []
+    moved = lab.sweep(["clip"], [0], tmp_path / "b", flags=SWEEP_FLAGS, log=runs.append, quiet=True)
+    assert runs == [] and moved["runs"][0]["change"] == first["runs"][0]["change"]  # read, not run again
+    metrics = (tmp_path / "b" / "clip-seed0" / "metrics.jsonl").read_text()
+    with pytest.raises(click.UsageError, match=r"clip-seed0 holds a finished run with lr=0.0001, not 0.001; move it"):
+        lab.sweep(["clip"], [0], tmp_path / "b", flags=[*SWEEP_FLAGS, "--lr", "1e-3"], log=lambda _: None)
+    assert (tmp_path / "b" / "clip-seed0" / "metrics.jsonl").read_text() == metrics
 
 
 def test_sweep_with_an_unknown_condition_fails_in_one_line(tmp_path):
