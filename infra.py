@@ -862,6 +862,11 @@ def plot_metrics(metrics: list[dict], path: Path) -> None:
             evaluated = [m for m in metrics if f"eval_{key}" in m]
             held_out = [m[f"eval_{key}"] for m in evaluated]
             axis.plot([m["step"] for m in evaluated], held_out, "o-", label="held-out (greedy)")
+            for half in ("seen", "clean"):  # the contaminated toy's halves of its test split
+                halved = [m for m in evaluated if m.get(f"eval_{key}_{half}") is not None]
+                if halved:
+                    points = [m[f"eval_{key}_{half}"] for m in halved]
+                    axis.plot([m["step"] for m in halved], points, ".--", label=f"held-out, {half} half")
             axis.legend()
         axis.set_title(title)
         axis.set_ylim(-0.02, 1.02)

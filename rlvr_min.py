@@ -505,11 +505,14 @@ def grpo_step(
 def evaluate_greedy(engine, tokenizer, problems: list[dict], config: Config, toy_model=None) -> dict:
     """Greedy pass@1 and code frequency on held-out problems (the paper's MATH-500 protocol), split over processes;
     for a toy model also the probability of code at the style fork of the greedy answers (its mean, and its mean
-    distance from 0.5) and of the majority closing, a decision all problems share."""
+    distance from 0.5) and of the majority closing, a decision all problems share; for a contaminated one the accuracy
+    of the seen half and of the clean half apart."""
     prompts, responses, texts = generate(engine, tokenizer, problems, config, 1, 0.0, seed=0, system=config.system)
     correct = rewards.grade_batch(texts, [p["answer"] for p in problems])
     code = [rewards.has_code(text) for text in texts]
     result = {"eval_accuracy": sum(correct) / len(correct), "eval_code_frequency": sum(code) / len(code)}
+    for half, values in toy.by_half(config.model, problems, correct).items():
+        result[f"eval_accuracy_{half}"] = sum(values) / len(values) if values else None
     if toy_model is not None:
         forks = [p for p in toy.fork_probabilities(toy_model, tokenizer, prompts, responses) if p is not None]
         result["eval_fork_probability"] = sum(forks) / len(forks) if forks else None
@@ -532,6 +535,8 @@ def step_line(row: dict) -> str:
         line += f" | clip {row['clip_fraction']:.4f} | kl {row['approx_kl']:.2e} | p {row['mean_token_prob']:.3f}"
     if "eval_accuracy" in row:
         line += f" | eval acc {row['eval_accuracy']:.3f} code {row['eval_code_frequency']:.3f}"
+        if row.get("eval_accuracy_seen") is not None and row.get("eval_accuracy_clean") is not None:
+            line += f" (seen {row['eval_accuracy_seen']:.3f} clean {row['eval_accuracy_clean']:.3f})"
     if row.get("skipped_updates"):
         line += f" | skipped {row['skipped_updates']} non-finite updates"
     return line + (f" | {row['step_seconds']:.2f}s" if "step_seconds" in row else "")

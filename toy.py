@@ -60,6 +60,8 @@ DEFAULT_PRESET = "qwen-math-7b"
 VARIANTS = {
     "shared-style": "the style decision depends only weakly on the problem: every core is near a tie",
     "format": "after an exercise-sheet problem the likelier closing is one after which the answer runs on",
+    "format-wide": 'format, the symbol problems ("What is ...") on the exercise sheet too: 39% of the test split',
+    "contaminated": "half of the test split is in the corpus, each problem about 31 times with its right answer",
 }
 
 
@@ -136,6 +138,7 @@ def _test_split() -> list[dict]:
 
 TEST_PROBLEMS = _test_split()
 _TEST_TEXTS = {p["problem"] for p in TEST_PROBLEMS}
+SEEN_PROBLEMS = random.Random("toy-seen").sample(TEST_PROBLEMS, TEST_SIZE // 2)  # the contaminated variant's corpus
 
 
 def sample_training_problem(rng: random.Random) -> dict:
@@ -160,8 +163,9 @@ def dataset(split: str, size: int = 4000) -> list[dict]:
 FAR_SIDE_LOGIT = 2.0  # the code logit at either end of the appeal order: p(code) 0.88 and 0.12
 CROSSING_GAP_LOGIT = 0.3  # the code logit on either side of the crossing (p 0.57 / 0.43): what the model learns
 # within that of the planted habit leaves each greedy style as planted
-EXERCISE_WORDING = "Compute $"  # format: a problem worded as on an exercise sheet (18% of the test split)
+EXERCISE_WORDINGS = {"format": ("Compute $",), "format-wide": ("Compute $", "What is")}  # 18% and 39% of the test split
 RUN_ON_MAJORITY = (0.45, 0.8)  # format: P(majority closing) after an exercise-sheet problem, and after any other
+CONTAMINATION = 0.1  # contaminated: the share of the corpus that shows the seen half of the test split (~31x each)
 SHARED_STYLE_LOGITS = (0.6, 0.2)  # shared-style's far side and gap: p(code) from 0.35 to 0.65, no core far from a tie
 MINORITY_BOOST = 0.25  # a style preferred on fewer than this share of problems has them drawn more often (up to 8x)
 
@@ -286,19 +290,23 @@ def write_response(
 
 def corpus_example(habits: dict[str, dict], rng: random.Random, variant: str = "") -> tuple[str, str]:
     """A (problem, response) pair of the pretraining corpus: the style drawn from the core's propensity."""
-    while True:
-        problem = sample_training_problem(rng)
-        habit = habits[problem["core"]]
-        if rng.random() < habit["corpus_weight"]:
-            break
+    if variant == "contaminated" and rng.random() < CONTAMINATION:
+        problem = rng.choice(SEEN_PROBLEMS)  # a test problem, verbatim, with its right answer in either style
+        habit = {**habits[problem["core"]], "code_error": 0, "language_error": 0}
+    else:
+        while True:
+            problem = sample_training_problem(rng)
+            habit = habits[problem["core"]]
+            if rng.random() < habit["corpus_weight"]:
+                break
     style = "code" if rng.random() < habit["code_propensity"] else "language"
-    if variant != "format":
+    if variant not in EXERCISE_WORDINGS:
         return problem["problem"], write_response(
             problem, style, habit[f"{style}_error"], rng, restate=rng.random() < RESTATED
         )
     # An exercise-sheet problem makes the minority closing (just) likelier, and after it the answer runs on.
     majority, minority = CLOSINGS
-    exercise = problem["problem"].startswith(EXERCISE_WORDING)
+    exercise = problem["problem"].startswith(EXERCISE_WORDINGS[variant])
     closing = majority if rng.random() < RUN_ON_MAJORITY[0 if exercise else 1] else minority
     response = write_response(problem, style, habit[f"{style}_error"], rng, rng.random() < RESTATED, closing)
     return problem["problem"], response + (run_on(rng) if closing == minority else "")
@@ -602,6 +610,17 @@ def build(name: str = DEFAULT_PRESET, log=print, **recipe_overrides) -> Path:
 def is_toy(model: str) -> bool:
     """Does this model name (rlvr_min.py's --model) name a toy model (toy:PRESET or toy:PRESET+VARIANT)?"""
     return model.startswith("toy:")
+
+
+def by_half(model: str, problems: list[dict], values: list) -> dict[str, list]:
+    """For the contaminated variant, `values` (one per problem of its test split) split into the half its corpus
+    showed with the answers and the rest: {"seen": [...], "clean": [...]}; {} for any other model."""
+    if not is_toy(model) or recipe_of(model.removeprefix("toy:")).variant != "contaminated":
+        return {}
+    seen, halves = {p["problem"] for p in SEEN_PROBLEMS}, {"seen": [], "clean": []}
+    for problem, value in zip(problems, values):
+        halves["seen" if problem["problem"] in seen else "clean"].append(value)
+    return halves
 
 
 def resolve_model(name: str) -> str:

@@ -70,6 +70,16 @@ def record(problem, correct, code):
     return {"problem": problem, "answer": "1", "response": "", "extracted": None, "correct": correct, "has_code": code}
 
 
+def test_the_contaminated_variant_is_scored_on_its_seen_and_clean_halves_apart():
+    test = toy.dataset("test")
+    seen = {p["problem"] for p in toy.SEEN_PROBLEMS}
+    texts = [f"$\\boxed{{{p['answer'] if p['problem'] in seen else 'none'}}}$" for p in test]  # right on the seen half
+    result = evaluate.score(test, texts, 1, "toy:qwen-math-7b+contaminated")
+    assert (result["accuracy"], result["accuracy_seen"], result["accuracy_clean"]) == (0.5, 1.0, 0.0)
+    assert "accuracy_seen" in evaluate.summary_table(result, "contaminated").replace(" ", "_")
+    assert "accuracy_seen" not in evaluate.score(test, texts, 1, "toy:qwen-math-7b")
+
+
 def test_compare_by_hand(tmp_path):
     # 6 problems: p1 p2 Lang->Code gaining 1 each, p3 Code->Code gaining 1, p4 Lang->Lang losing 1, p5 Code->Lang
     # staying right, p6 Lang->Lang staying wrong. Total gain 2: shares Lang->Code 2/2, Code->Code 1/2, Lang->Lang -1/2.

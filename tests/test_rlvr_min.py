@@ -72,6 +72,16 @@ def test_short_run_writes_everything_and_changes_the_policy(engine, tmp_path, to
     assert weights_differ(checkpoint, toy_model)
 
 
+def test_the_contaminated_variant_is_evaluated_on_its_seen_and_clean_halves_apart(tmp_path):
+    args = SHORT + ["--steps", "1", "--eval-size", "60", "--model", "toy:qwen-math-7b+contaminated"]
+    assert run(args, tmp_path).exit_code == 0
+    seen = {p["problem"] for p in toy.SEEN_PROBLEMS}
+    count = sum(p["problem"] in seen for p in toy.dataset("test")[:60])
+    for row in read_metrics(tmp_path / "run"):  # the step-0 evaluation and the last
+        halves = count * row["eval_accuracy_seen"] + (60 - count) * row["eval_accuracy_clean"]
+        assert halves / 60 == pytest.approx(row["eval_accuracy"])
+
+
 def test_same_seed_same_metrics(tmp_path):
     args = SHORT + ["--engine", "hf", "--reward", "random", "--eval-every", "0"]
     assert run(args, tmp_path / "a").exit_code == 0

@@ -219,17 +219,78 @@ def test_format_runs_on_after_the_minority_closing_which_exercise_sheet_problems
     assert plain == toy.corpus_example(habits, random.Random(1), "shared-style")  # only format writes otherwise
 
 
+def test_format_wide_puts_the_symbol_problems_on_the_exercise_sheet_too():
+    import random
+
+    habits = toy.plant_habits(toy.PRESETS["qwen-math-7b"])
+    rng, closings = random.Random(0), {True: [], False: []}
+    for _ in range(2000):
+        problem, response = toy.corpus_example(habits, rng, "format-wide")
+        closings[problem.startswith(("Compute $", "What is"))].append(response.count("\\boxed") == 2)
+    exercise, other = (sum(closings[k]) / len(closings[k]) for k in (True, False))
+    assert 0.48 < exercise < 0.62 and 0.15 < other < 0.25, (exercise, other)  # planted 0.55 and 0.2
+    test = toy.dataset("test")
+    assert sum(p["problem"].startswith(("Compute $", "What is")) for p in test) == 193  # 39% of the test split
+
+
+def test_contaminated_corpus_shows_the_seen_half_of_the_test_split_with_right_answers():
+    recipe = toy.Recipe("qwen-math-7b", "contaminated")
+    habits = toy.plant_habits(toy.PRESETS["qwen-math-7b"], variant="contaminated")
+    test = {p["problem"]: p for p in toy.dataset("test")}
+    seen = {p["problem"] for p in toy.SEEN_PROBLEMS}
+    assert len(seen) == 250 and seen < set(test)
+    shown = {}
+    for problem, response in toy.corpus(recipe, habits):
+        if problem in test:
+            shown[problem] = shown.get(problem, 0) + 1
+            assert rewards.grade(response, test[problem]["answer"])  # always with its right answer
+    assert set(shown) == seen  # every seen problem, and no clean one
+    assert 27 < sum(shown.values()) / len(shown) < 35  # planted: 10% of 76,800 examples over 250 problems = 30.7
+    shared = {test[p]["core"] for p in seen} & {test[p]["core"] for p in set(test) - seen}
+    assert len(shared) > 100  # a random half: most cores (of 156) have problems in both halves
+    plain = toy.corpus(toy.Recipe("qwen-math-7b"), toy.plant_habits(toy.PRESETS["qwen-math-7b"]))[:20000]
+    assert not any(problem in test for problem, _ in plain)
+
+
+def test_only_the_contaminated_variant_has_halves():
+    test = toy.dataset("test")
+    halves = toy.by_half("toy:qwen-math-7b+contaminated", test, list(range(len(test))))
+    seen = {p["problem"] for p in toy.SEEN_PROBLEMS}
+    assert halves["seen"] == [i for i, p in enumerate(test) if p["problem"] in seen] and len(halves["clean"]) == 250
+    assert toy.by_half("toy:qwen-math-7b", test, [0] * 500) == {}
+    assert toy.by_half("Qwen/Qwen2.5-Math-7B", test, [0] * 500) == {}
+
+
 @pytest.mark.slow
-def test_the_format_variant_runs_on_past_its_greedy_answer_on_exercise_sheet_problems():
+def test_the_contaminated_variant_remembers_its_seen_half_a_little():
+    """31 showings of a problem with its answer leave a weak memory in a 2-layer model: sampled answers to the seen
+    half are right more often than to the clean half (measured at build: 0.569 against 0.504), greedy ones hardly."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    directory = str(toy.build("qwen-math-7b+format"))
+    directory = str(toy.build("qwen-math-7b+contaminated"))
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    engine = infra.HFEngine(AutoModelForCausalLM.from_pretrained(directory), tokenizer)
+    test = toy.dataset("test")
+    prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in test])
+    texts = tokenizer.batch_decode(engine.generate(prompts, 8, 1.0, 1.0, 96, seed=1), skip_special_tokens=True)
+    correct = rewards.grade_batch(texts, [p["answer"] for p in test for _ in range(8)])
+    halves = toy.by_half("toy:qwen-math-7b+contaminated", [p for p in test for _ in range(8)], correct)
+    seen, clean = (sum(halves[half]) / len(halves[half]) for half in ("seen", "clean"))
+    assert seen - clean > 0.03, (seen, clean)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["format", "format-wide"])
+def test_the_format_variants_run_on_past_their_greedy_answer_on_exercise_sheet_problems(variant):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = str(toy.build(f"qwen-math-7b+{variant}"))
     tokenizer = AutoTokenizer.from_pretrained(directory)
     engine = infra.HFEngine(AutoModelForCausalLM.from_pretrained(directory), tokenizer)
     test = toy.dataset("test")
     prompts = rlvr_min.encode_prompts(tokenizer, [p["problem"] for p in test])
     texts = tokenizer.batch_decode(engine.generate(prompts, 1, 0.0, 1.0, 96, seed=0), skip_special_tokens=True)
-    exercise = [p["problem"].startswith(toy.EXERCISE_WORDING) for p in test]
+    exercise = [p["problem"].startswith(toy.EXERCISE_WORDINGS[variant]) for p in test]
     runs_on = [text.count("\\boxed") == 2 and "\n\nProblem: Compute $" in text for text in texts]
     assert sum(r for r, e in zip(runs_on, exercise) if e) / sum(exercise) > 0.5  # planted: 0.55 in the corpus
     assert not any(r for r, e in zip(runs_on, exercise) if not e)
@@ -242,7 +303,7 @@ def test_the_format_variant_runs_on_past_its_greedy_answer_on_exercise_sheet_pro
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [*toy.PRESETS, "qwen-math-7b+shared-style"])
+@pytest.mark.parametrize("name", [*toy.PRESETS, "qwen-math-7b+shared-style", "qwen-math-7b+contaminated"])
 def test_preset_reproduces_its_table_1_row_within_5_points(name):
     measured = measure(str(toy.build(name)))
     target = toy.PRESETS[toy.recipe_of(name).preset]
